@@ -1,0 +1,1 @@
+"""otio_lipsync.ffmpeg_filter: commands that wrap the ffmpeg binary (measure, report, correct files)."""

@@ -1,0 +1,11 @@
+"""otio_lipsync.model: the networks, their input features and model files (knows nothing of media)."""
+
+from .audio import MfccStream, mfcc
+from .registry import DEFAULT_MODEL, KNOWN_MODELS, ModelNotFound, load, resolve
+from .syncnet import FastSyncNet, SyncNet
+from .weights import BadWeights, LoadedModel, load_model
+
+__all__ = [
+    "BadWeights", "DEFAULT_MODEL", "FastSyncNet", "KNOWN_MODELS", "LoadedModel", "MfccStream",
+    "ModelNotFound", "SyncNet", "load", "load_model", "mfcc", "resolve",
+]

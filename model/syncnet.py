@@ -1,0 +1,158 @@
+"""SyncNet, the two-stream network of Chung & Zisserman, "Out of time" (ACCV 2016 workshops).
+
+`SyncNet` keeps the module layout of joonson/syncnet_python's `S` so that the public
+`syncnet_v2.model` state dict loads unchanged (its keys are the Sequential indices below).
+
+- audio stream: MFCC (N, 1, 13, 20) -> 1024-d, 20 MFCC columns = 0.2 s = 5 video frames at 25 fps
+- lip stream:   frames (N, 3, 5, 224, 224), BGR, float 0..255, no normalisation -> 1024-d
+
+`FastSyncNet` is the same function laid out for CPU inference: the lip tower's first Conv3d spans
+all 5 frames, so it is a Conv2d over 15 stacked channels, and every later lip layer has a temporal
+extent of 1, so the whole tower runs as 2-D convolutions (much better optimised on CPU than 3-D).
+Weights are copied, not re-trained: outputs equal `SyncNet`'s up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EMBEDDING_DIM = 1024
+FRAMES_PER_WINDOW = 5
+MFCC_COLUMNS_PER_WINDOW = 20
+CROP_SIZE = 224
+
+
+def _fc_head(out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(512, 512),
+        nn.BatchNorm1d(512),
+        nn.ReLU(),
+        nn.Linear(512, out_dim),
+    )
+
+
+class SyncNet(nn.Module):
+    """The reference network, layer for layer (state-dict compatible with syncnet_v2.model)."""
+
+    def __init__(self, embedding_dim: int = EMBEDDING_DIM):
+        super().__init__()
+        self.netcnnaud = nn.Sequential(
+            nn.Conv2d(1, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=(1, 1), stride=(1, 1)),
+            nn.Conv2d(64, 192, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)),
+            nn.BatchNorm2d(192),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=(3, 3), stride=(1, 2)),
+            nn.Conv2d(192, 384, kernel_size=(3, 3), padding=(1, 1)),
+            nn.BatchNorm2d(384),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=(3, 3), padding=(1, 1)),
+            nn.BatchNorm2d(256),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=(3, 3), padding=(1, 1)),
+            nn.BatchNorm2d(256),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=(3, 3), stride=(2, 2)),
+            nn.Conv2d(256, 512, kernel_size=(5, 4), padding=(0, 0)),
+            nn.BatchNorm2d(512),
+            nn.ReLU(),
+        )
+        self.netfcaud = _fc_head(embedding_dim)
+        self.netfclip = _fc_head(embedding_dim)
+        self.netcnnlip = nn.Sequential(
+            nn.Conv3d(3, 96, kernel_size=(5, 7, 7), stride=(1, 2, 2), padding=0),
+            nn.BatchNorm3d(96),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2)),
+            nn.Conv3d(96, 256, kernel_size=(1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)),
+            nn.BatchNorm3d(256),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+            nn.Conv3d(256, 256, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
+            nn.BatchNorm3d(256),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(256, 256, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
+            nn.BatchNorm3d(256),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(256, 256, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
+            nn.BatchNorm3d(256),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2)),
+            nn.Conv3d(256, 512, kernel_size=(1, 6, 6), padding=0),
+            nn.BatchNorm3d(512),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward_aud(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 13, 20) MFCC windows -> (N, 1024)."""
+        mid = self.netcnnaud(mfcc)
+        return self.netfcaud(mid.flatten(1))
+
+    def forward_lip(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 5, 224, 224) BGR float frames -> (N, 1024)."""
+        mid = self.netcnnlip(frames)
+        return self.netfclip(mid.flatten(1))
+
+    def forward(self, frames: torch.Tensor, mfcc: torch.Tensor):
+        return self.forward_lip(frames), self.forward_aud(mfcc)
+
+
+def _conv3d_as_2d(conv: nn.Conv3d) -> nn.Conv2d:
+    """A Conv3d whose kernel spans the whole temporal input, as a Conv2d over (C*T) channels."""
+    out_c, in_c, kt, kh, kw = conv.weight.shape
+    assert conv.padding[0] == 0 and conv.stride[0] == 1
+    conv2d = nn.Conv2d(in_c * kt, out_c, (kh, kw), stride=conv.stride[1:], padding=conv.padding[1:])
+    with torch.no_grad():
+        # channel index c*T + t, the order of a (C, T, H, W) block reshaped to (C*T, H, W)
+        conv2d.weight.copy_(conv.weight.reshape(out_c, in_c * kt, kh, kw))
+        conv2d.bias.copy_(conv.bias)
+    return conv2d
+
+
+def _bn3d_as_2d(bn: nn.BatchNorm3d) -> nn.BatchNorm2d:
+    bn2d = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum)
+    bn2d.load_state_dict(bn.state_dict())
+    return bn2d
+
+
+def _pool3d_as_2d(pool: nn.MaxPool3d) -> nn.MaxPool2d:
+    def spatial(v):
+        return tuple(v[1:]) if isinstance(v, tuple) else v
+
+    return nn.MaxPool2d(spatial(pool.kernel_size), spatial(pool.stride), spatial(pool.padding))
+
+
+class FastSyncNet(nn.Module):
+    """Inference layout of a `SyncNet`: 2-D lip tower over 15 stacked channels (3 colours x 5 frames)."""
+
+    def __init__(self, net: SyncNet):
+        super().__init__()
+        layers = []
+        for layer in net.netcnnlip:
+            if isinstance(layer, nn.Conv3d):
+                layers.append(_conv3d_as_2d(layer))
+            elif isinstance(layer, nn.BatchNorm3d):
+                layers.append(_bn3d_as_2d(layer))
+            elif isinstance(layer, nn.MaxPool3d):
+                layers.append(_pool3d_as_2d(layer))
+            else:
+                layers.append(layer)
+        self.lip_tower = nn.Sequential(*layers)
+        self.lip_head = net.netfclip
+        self.audio_tower = net.netcnnaud
+        self.audio_head = net.netfcaud
+        self.eval()
+
+    def forward_aud(self, mfcc: torch.Tensor) -> torch.Tensor:
+        return self.audio_head(self.audio_tower(mfcc).flatten(1))
+
+    def forward_lip_stacked(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(N, 15, 224, 224) windows, channel c*5+t = colour c of frame t -> (N, 1024)."""
+        return self.lip_head(self.lip_tower(stacked).flatten(1))
+
+    def forward_lip(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 5, 224, 224), as `SyncNet.forward_lip`."""
+        return self.forward_lip_stacked(frames.flatten(1, 2))

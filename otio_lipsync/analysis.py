@@ -1,0 +1,88 @@
+"""The `Analysis` result (one object, one JSON schema for every front end) and `analyse_file`,
+which runs media -> sync on one file.
+
+Only `--face-cropped` footage (the whole frame is the face) is analysed so far; raw footage goes
+through the face stage (shots, detection, tracks, crops) once that stage exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from . import __version__, media
+from .model.syncnet import CROP_SIZE
+from .sync import SyncEngine, SyncResult, audio_delay_ms
+
+SCHEMA = "otio-lipsync/analysis/1"
+
+
+@dataclass
+class Analysis:
+    file: str
+    offset_frames: int  # as syncnet_python prints "AV offset": negative = audio lags
+    audio_delay_ms: float  # positive = the sound lags the picture (-offset_frames * 40 at 25 fps)
+    confidence: float
+    min_distance: float
+    framewise_confidence: list[float]  # value i: the 5-frame window starting at 25-fps frame i
+    fps_source: float | None
+    duration_s: float | None
+    model: dict
+    num_windows: int
+    vshift: int
+    decode: str  # "direct" (frames decoded straight to BGR) or "reference" (syncnet_python's JPEG path)
+    media: dict = field(default_factory=dict)
+    tool: dict = field(default_factory=lambda: {"name": "otio-lipsync", "version": __version__})
+    schema: str = SCHEMA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One human line, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`."""
+        frames = f"{self.offset_frames:+d} frames" if self.offset_frames else "0 frames"
+        if self.offset_frames == 0:
+            what = "in sync"
+        else:
+            what = f"audio {abs(self.audio_delay_ms):.0f} ms {'late' if self.audio_delay_ms > 0 else 'early'}"
+        return f"{self.file}: {what} ({frames} at 25 fps), confidence {self.confidence:.2f}"
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else None
+
+
+def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | None, model: dict,
+                       decode: str) -> Analysis:
+    return Analysis(
+        file=path,
+        offset_frames=result.offset_frames,
+        audio_delay_ms=audio_delay_ms(result.offset_frames),
+        confidence=round(result.confidence, 6),
+        min_distance=round(result.min_distance, 6),
+        framewise_confidence=[round(float(v), 6) for v in result.framewise_confidence],
+        fps_source=_finite(info.fps) if info and info.fps else None,
+        duration_s=info.duration_s if info else None,
+        model=model,
+        num_windows=result.num_windows,
+        vshift=result.vshift,
+        decode=decode,
+        media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
+    )
+
+
+def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
+                 ffmpeg: str | None = None, audio_stream: int = 0) -> tuple[Analysis, SyncResult]:
+    """Face-cropped analysis of one file (frames not 224x224 are resized); raises a LipsyncError
+    subclass on bad input."""
+    model = engine.model.describe() if engine.model else {"name": "unnamed", "sha256": None}
+    if reference_decode:
+        info = media.probe(path, audio_stream)
+        chunks = media.reference_decode(path, ffmpeg, size=(CROP_SIZE, CROP_SIZE))
+        result = engine.analyse(chunks, source=path)
+        return analysis_from_sync(path, result, info, model, "reference"), result
+    out: dict = {}
+    chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out)
+    result = engine.analyse(chunks, source=path)
+    return analysis_from_sync(path, result, out.get("info"), model, "direct"), result
+

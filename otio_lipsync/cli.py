@@ -1,0 +1,176 @@
+"""The `lipsync` command line. Thin: parse options, call one function, print its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import click
+
+from . import __version__
+
+EXIT_OK = 0
+EXIT_ERROR = 2  # bad input or bad model (1 is kept for "measured, but out of tolerance")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"lipsync: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def write_json_atomic(path: str, payload) -> None:
+    """`-` is stdout; a file is written to a temp file beside it and renamed into place."""
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".lipsync-", suffix=".json.part", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_engine(model_name: str | None, vshift: int, batch_size: int, threads: int | None):
+    import torch
+
+    from .model import BadWeights, ModelNotFound, load
+    from .sync import SyncEngine
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        loaded = load(model_name)
+    except (ModelNotFound, BadWeights) as exc:
+        _fail(str(exc))
+    return SyncEngine(loaded, vshift=vshift, batch_size=batch_size)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lipsync")
+def main():
+    """Measure and fix lip sync (audio/video offset) with SyncNet.
+
+    \b
+    Examples:
+      lipsync check --face-cropped clip.mp4
+      lipsync check --face-cropped --json report.json *.mp4
+      lipsync models
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--face-cropped", is_flag=True,
+              help="The footage is already a face crop (the whole frame is the face); frames that are "
+                   "not 224x224 are resized. Required for now: raw-footage face detection is not built yet.")
+@click.option("--model", "model_name", metavar="NAME|PATH", default=None,
+              help="Model name (see `lipsync models`) or path to a model file. Default: syncnet_v2.")
+@click.option("--json", "json_path", metavar="PATH|-", default=None,
+              help="Write a JSON array with one object per file to PATH, or to stdout with `-` "
+                   "(the one-line summaries then go to stderr).")
+@click.option("--reference-decode", is_flag=True,
+              help="Decode exactly as syncnet_python does (ffmpeg -> JPEG files -> libjpeg; ffmpeg -> WAV) "
+                   "to reproduce its numbers. Slower; needs the same ffmpeg build for identical results.")
+@click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
+              help="ffmpeg binary for --reference-decode (default: $FFMPEG_PATH, `ffmpeg` on PATH, imageio-ffmpeg).")
+@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (25 fps).")
+@click.option("--batch-size", default=32, show_default=True, help="Windows per network batch.")
+@click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
+@click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-file summary lines.")
+def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
+          threads, audio_stream, quiet):
+    """Measure the audio/video offset of each FILE.
+
+    Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`.
+    offset_frames follows syncnet_python's sign (negative: the audio lags); audio_delay_ms is positive
+    when the sound comes after the picture. Exit code 0 when every file was measured, 2 when any
+    could not be (each failure is reported on its own line and the other files are still measured).
+    """
+    from tqdm import tqdm
+
+    from .analysis import analyse_file
+    from .errors import LipsyncError
+
+    if not face_cropped:
+        _fail("raw-footage analysis needs the face stage (detection, tracking, crops), which is not "
+              "built yet; pass --face-cropped if the frames are already face crops")
+    engine = load_engine(model_name, vshift, batch_size, threads)
+    human = sys.stderr if json_path == "-" else sys.stdout
+    results, failed = [], 0
+    for path in tqdm(files, desc="lipsync check", unit="file", disable=None if len(files) > 1 else True,
+                     file=sys.stderr, leave=False):
+        try:
+            analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg_path,
+                                       audio_stream=audio_stream)
+        except LipsyncError as exc:
+            failed += 1
+            click.echo(f"{exc}", file=sys.stderr)
+            results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
+            continue
+        results.append(analysis.to_dict())
+        if not quiet:
+            click.echo(analysis.summary(), file=human)
+    if json_path:
+        write_json_atomic(json_path, results)
+    if failed:
+        click.echo(f"lipsync: {failed} of {len(files)} file(s) could not be measured", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable listing.")
+@click.pass_context
+def models(ctx, as_json):
+    """List known and installed models, and where each is looked for."""
+    if ctx.invoked_subcommand:
+        return
+    from .model import registry
+
+    rows = registry.listing()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        mark = "*" if row["default"] else " "
+        where = row["path"] if row["installed"] else "not installed"
+        click.echo(f"{mark} {row['name']:<16} {where}")
+        if row["description"]:
+            click.echo(f"    {row['description']}")
+        if row["how_to_get"]:
+            click.echo(f"    {row['how_to_get']}")
+    click.echo("searched: " + ", ".join(str(d) for d in registry.search_dirs()))
+
+
+@models.command("download")
+@click.argument("name")
+@click.option("--url", default=None, help="Download from this URL instead of the published location.")
+def models_download(name, url):
+    """Download model NAME into the user cache (it must load before it is kept)."""
+    from tqdm import tqdm
+
+    from .model import BadWeights, ModelNotFound, registry
+
+    bar = tqdm(unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=None)
+
+    def progress(n, total):
+        bar.total = total or None
+        bar.update(n)
+
+    try:
+        target = registry.download(name, url=url, progress=progress)
+    except (ModelNotFound, BadWeights) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"download of {name!r} failed: {exc}")
+    finally:
+        bar.close()
+    click.echo(f"{name}: saved to {target}")

@@ -1,0 +1,346 @@
+"""Media stage: decode once, in one streaming pass, into what the sync stage consumes.
+
+- video: BGR uint8 frames, resampled to 25 fps by presentation time (ffmpeg `fps` filter semantics:
+  output frame k shows the last source frame whose timestamp rounds to slot <= k), so 23.976, 29.97,
+  50, 59.94 and variable-rate sources all land on the 25-fps grid SyncNet was trained on;
+- audio: int16 mono 16 kHz (swresample's downmix and resampler, as `ffmpeg -ac 1 -ar 16000`);
+- time origin: the first video frame. Audio that starts earlier is dropped, audio that starts later is
+  preceded by silence, so a file is measured as a player presents it (stream start times honoured);
+- streamed: `decode` yields small chunks in demux order; nothing holds the whole file.
+
+`reference_decode` reproduces syncnet_python's own input path instead (ffmpeg CLI -> JPEG files ->
+libjpeg decode, ffmpeg CLI -> WAV), for users who need its exact numbers.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .errors import MediaNotFound, NoAudioStream, NoVideoStream, UnreadableMedia
+
+ANALYSIS_FPS = 25
+SAMPLE_RATE = 16000
+VIDEO_CHUNK_FRAMES = 25
+AUDIO_CHUNK_SAMPLES = SAMPLE_RATE
+
+
+@dataclass
+class MediaInfo:
+    path: str
+    container: str
+    duration_s: float | None
+    has_video: bool
+    has_audio: bool
+    fps: float | None  # average source frame rate
+    variable_frame_rate: bool
+    width: int | None
+    height: int | None
+    video_codec: str | None
+    video_start_s: float | None
+    audio_codec: str | None
+    audio_rate: int | None
+    audio_channels: int | None
+    audio_start_s: float | None
+    audio_streams: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_path(path: str) -> None:
+    if path == "-":
+        return
+    if not os.path.exists(path):
+        raise MediaNotFound(path, "no such file")
+    if os.path.isdir(path):
+        raise UnreadableMedia(path, "is a directory, not a media file")
+
+
+def open_container(path: str):
+    _check_path(path)
+    try:
+        return av.open(sys.stdin.buffer if path == "-" else path, mode="r")
+    except av.error.FFmpegError as exc:
+        raise UnreadableMedia(path, f"not a readable media file ({_av_reason(exc)})") from None
+
+
+def _av_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+
+
+def _start_s(stream) -> float | None:
+    if stream.start_time is None or stream.time_base is None:
+        return None
+    return float(stream.start_time * stream.time_base)
+
+
+def _video_info(stream) -> dict:
+    avg = stream.average_rate
+    guessed = stream.guessed_rate or stream.base_rate
+    vfr = bool(avg and guessed and abs(float(avg) - float(guessed)) > 0.01 * float(guessed))
+    return {
+        "fps": float(avg) if avg else (float(guessed) if guessed else None),
+        "variable_frame_rate": vfr,
+        "width": stream.codec_context.width,
+        "height": stream.codec_context.height,
+        "video_codec": stream.codec_context.name,
+        "video_start_s": _start_s(stream),
+    }
+
+
+def probe(path: str, audio_stream: int = 0) -> MediaInfo:
+    with open_container(path) as container:
+        return _probe_open(path, container, audio_stream)
+
+
+def _probe_open(path, container, audio_stream: int) -> MediaInfo:
+    video = container.streams.video[0] if container.streams.video else None
+    audios = list(container.streams.audio)
+    audio = audios[audio_stream] if audio_stream < len(audios) else None
+    duration = container.duration / av.time_base if container.duration else None
+    info = {"fps": None, "variable_frame_rate": False, "width": None, "height": None,
+            "video_codec": None, "video_start_s": None}
+    if video is not None:
+        info.update(_video_info(video))
+    return MediaInfo(
+        path=path, container=container.format.name, duration_s=duration,
+        has_video=video is not None, has_audio=audio is not None, **info,
+        audio_codec=audio.codec_context.name if audio else None,
+        audio_rate=audio.codec_context.sample_rate if audio else None,
+        audio_channels=audio.codec_context.channels if audio else None,
+        audio_start_s=_start_s(audio) if audio else None,
+        audio_streams=len(audios),
+    )
+
+
+class _FpsResampler:
+    """Presentation-time resampling to a constant rate, as ffmpeg's fps filter (round=near)."""
+
+    def __init__(self, fps: int):
+        self.fps = fps
+        self.next_slot = 0
+        self.held = None  # last frame seen, shown until a later frame claims a slot
+        self.held_end_s = Fraction(0)
+
+    def slot_of(self, t: Fraction) -> int:
+        """Nearest output slot, halves away from zero, in exact arithmetic (as av_rescale_q_rnd)."""
+        scaled = t * self.fps
+        return int(math.floor(scaled + Fraction(1, 2))) if scaled >= 0 else -int(math.floor(-scaled + Fraction(1, 2)))
+
+    def push(self, image: np.ndarray, t: Fraction, duration: Fraction) -> list[np.ndarray]:
+        slot = self.slot_of(t)
+        out = []
+        if self.held is not None:
+            while self.next_slot < slot:
+                out.append(self.held)
+                self.next_slot += 1
+        elif slot > 0:  # video starts after the origin: nothing to show before it
+            self.next_slot = slot
+        self.held = image
+        self.held_end_s = t + duration
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        out = []
+        if self.held is None:
+            return out
+        end_slot = max(self.slot_of(self.held_end_s), self.next_slot + 1)
+        while self.next_slot < end_slot:
+            out.append(self.held)
+            self.next_slot += 1
+        return out
+
+
+def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
+           size: tuple[int, int] | None = None, audio_stream: int = 0,
+           info_out: dict | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ("video", uint8 (n, H, W, 3) BGR) and ("audio", int16 (m,)) chunks in one demux pass.
+
+    size=(w, h) scales frames during the colour conversion. info_out, if given, receives the
+    MediaInfo under "info" before the first chunk and decoding counts under "stats" at the end.
+    """
+    container = open_container(path)
+    try:
+        info = _probe_open(path, container, audio_stream)
+        if not info.has_video:
+            raise NoVideoStream(path, "has no video stream")
+        if not info.has_audio:
+            raise NoAudioStream(path, "has no audio stream" if info.audio_streams == 0 else
+                                f"has no audio stream {audio_stream} (it has {info.audio_streams})")
+        if info_out is not None:
+            info_out["info"] = info
+        yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out)
+    finally:
+        container.close()
+
+
+def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out):
+    vstream = container.streams.video[0]
+    astream = container.streams.audio[audio_stream]
+    vstream.thread_type = "AUTO"
+    origin = (Fraction(vstream.start_time) * vstream.time_base
+              if vstream.start_time is not None and vstream.time_base else None)
+    rate = vstream.average_rate or vstream.guessed_rate
+    default_frame_s = Fraction(1) / Fraction(rate) if rate else Fraction(1, fps)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    fps_resampler = _FpsResampler(fps)
+    video_buf: list[np.ndarray] = []
+    audio_buf: list[np.ndarray] = []
+    audio_len = 0
+    audio_skip = None  # samples to drop (>0) or silence to insert (<0) at the start
+    last_t = None
+    bad_packets = 0
+    if size is not None and (info.width, info.height) == tuple(size):
+        size = None  # already the wanted size: plain conversion, bit-identical to ffmpeg's bgr24
+    interpolation = None
+    if size is not None:
+        interpolation = "AREA" if size[0] * size[1] < (info.width or 0) * (info.height or 0) else "BICUBIC"
+
+    def to_image(frame):
+        if size is None:
+            return frame.to_ndarray(format="bgr24")
+        return frame.reformat(width=size[0], height=size[1], format="bgr24",
+                              interpolation=interpolation).to_ndarray()
+
+    def audio_out(samples: np.ndarray):
+        nonlocal audio_skip, audio_len
+        if audio_skip > 0:
+            drop = min(audio_skip, len(samples))
+            samples = samples[drop:]
+            audio_skip -= drop
+        audio_buf.append(samples)
+        audio_len += len(samples)
+
+    try:
+        for packet in container.demux(vstream, astream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                bad_packets += 1  # a damaged packet: ffmpeg conceals and goes on, so do we
+                continue
+            for frame in frames:
+                if packet.stream is vstream:
+                    # exact rational times: slot rounding must not depend on float error
+                    t = (frame.pts * frame.time_base if frame.pts is not None and frame.time_base
+                         else (last_t + default_frame_s if last_t is not None else Fraction(0)))
+                    if origin is None:
+                        origin = t
+                    if last_t is not None and t <= last_t:
+                        continue  # out-of-order/duplicate timestamp: keep presentation order
+                    duration = (frame.duration * frame.time_base
+                                if getattr(frame, "duration", None) and frame.time_base else default_frame_s)
+                    video_buf.extend(fps_resampler.push(to_image(frame), t - origin, duration))
+                    last_t = t
+                    if len(video_buf) >= VIDEO_CHUNK_FRAMES:
+                        yield "video", np.stack(video_buf)
+                        video_buf = []
+                else:
+                    if audio_skip is None:
+                        start = frame.time if frame.time is not None else (info.audio_start_s or 0.0)
+                        ref = float(origin) if origin is not None else 0.0
+                        audio_skip = int(round((start - ref) * -sample_rate))
+                        if audio_skip < 0:
+                            audio_buf.append(np.zeros(-audio_skip, dtype=np.int16))
+                            audio_len += -audio_skip
+                            audio_skip = 0
+                    for out in resampler.resample(frame):
+                        audio_out(out.to_ndarray().reshape(-1))
+                    if audio_len >= AUDIO_CHUNK_SAMPLES:
+                        yield "audio", np.concatenate(audio_buf)
+                        audio_buf, audio_len = [], 0
+        if audio_skip is not None:
+            for out in resampler.resample(None):
+                audio_out(out.to_ndarray().reshape(-1))
+    except av.error.FFmpegError as exc:
+        raise UnreadableMedia(path, f"decoding failed ({_av_reason(exc)})") from None
+    video_buf.extend(fps_resampler.flush())
+    if video_buf:
+        yield "video", np.stack(video_buf)
+    if audio_buf:
+        yield "audio", np.concatenate(audio_buf)
+    if info_out is not None:
+        info_out["stats"] = {"frames_25fps": fps_resampler.next_slot, "bad_packets": bad_packets}
+
+
+def read_all(path: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-file convenience for tests and short clips: (frames (T, H, W, 3), audio (N,))."""
+    video, audio = [], []
+    for kind, chunk in decode(path, **kwargs):
+        (video if kind == "video" else audio).append(chunk)
+    frames = np.concatenate(video) if video else np.zeros((0, 0, 0, 3), np.uint8)
+    samples = np.concatenate(audio) if audio else np.zeros(0, np.int16)
+    return frames, samples
+
+
+# --- the reference's own input path -----------------------------------------------------------
+
+def find_ffmpeg(explicit: str | None = None, prefer_system: bool = False) -> str:
+    """--ffmpeg PATH, else $FFMPEG_PATH, else (prefer_system) `ffmpeg` on PATH, else imageio-ffmpeg's."""
+    for candidate in (explicit, os.environ.get("FFMPEG_PATH")):
+        if candidate:
+            return candidate
+    system = shutil.which("ffmpeg")
+    if prefer_system and system:
+        return system
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        if system:
+            return system
+        raise RuntimeError("no ffmpeg binary found: install imageio-ffmpeg, put ffmpeg on PATH "
+                           "or set FFMPEG_PATH") from None
+
+
+def reference_decode(path: str, ffmpeg: str | None = None,
+                     size: tuple[int, int] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """syncnet_python's inputs: `ffmpeg -f image2 %06d.jpg` frames read back by libjpeg, and
+    `ffmpeg -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000` audio. No frame-rate conversion (as the
+    reference); exact JPEG bytes depend on the ffmpeg build (the golden numbers used Debian 12's 5.1).
+    size=(w, h) resizes frames of another size (the reference itself would fail on them)."""
+    from PIL import Image
+
+    info = probe(path)
+    if not info.has_video:
+        raise NoVideoStream(path, "has no video stream")
+    if not info.has_audio:
+        raise NoAudioStream(path, "has no audio stream")
+    exe = find_ffmpeg(ffmpeg, prefer_system=True)
+    with tempfile.TemporaryDirectory(prefix="lipsync-ref-") as tmp:
+        for cmd in ([exe, "-nostdin", "-v", "error", "-y", "-i", path, "-threads", "1", "-f", "image2",
+                     os.path.join(tmp, "%06d.jpg")],
+                    [exe, "-nostdin", "-v", "error", "-y", "-i", path, "-async", "1", "-ac", "1", "-vn",
+                     "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE), os.path.join(tmp, "audio.wav")]):
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                reason = (proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
+                raise UnreadableMedia(path, f"ffmpeg could not extract streams ({reason})")
+        files = sorted(glob.glob(os.path.join(tmp, "*.jpg")))
+        if not files:
+            raise NoVideoStream(path, "has no video stream")
+        for start in range(0, len(files), VIDEO_CHUNK_FRAMES):
+            batch = []
+            for f in files[start:start + VIDEO_CHUNK_FRAMES]:
+                image = Image.open(f).convert("RGB")
+                if size is not None and image.size != tuple(size):
+                    image = image.resize(tuple(size), Image.BILINEAR)
+                batch.append(np.asarray(image)[:, :, ::-1])
+            yield "video", np.ascontiguousarray(np.stack(batch))
+        with wave.open(os.path.join(tmp, "audio.wav"), "rb") as wav:
+            while chunk := wav.readframes(AUDIO_CHUNK_SAMPLES):
+                yield "audio", np.frombuffer(chunk, dtype="<i2").astype(np.int16)
+

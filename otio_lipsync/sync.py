@@ -1,0 +1,225 @@
+"""Sync stage: 224x224 face frames + 16 kHz audio -> SyncNet distances over +-vshift frames -> offset.
+
+The arithmetic is syncnet_python's `evaluate`, made streaming and fast:
+- window i pairs 25-fps frames i..i+4 with MFCC columns 4i..4i+19; there are
+  `min(frames, samples // 640) - 5` windows (one fewer than complete ones, as the reference);
+- dists[i, k] = ||v_i - a_(i+k-vshift) + 1e-6||, audio outside the clip counts as a zero vector;
+- offset = vshift - argmin(mean_i dists), confidence = median - min of the mean distances,
+  framewise confidence = median(mean) - dists[:, k*], median-filtered over 9 windows.
+Embeddings are computed in batches as frames and audio arrive and dropped once every distance that
+needs them is known, so memory stays flat however long the input is; only the distances are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.signal
+import torch
+
+from .errors import TooShort
+from .model import FastSyncNet, LoadedModel, MfccStream, SyncNet
+from .model.syncnet import CROP_SIZE, EMBEDDING_DIM, FRAMES_PER_WINDOW, MFCC_COLUMNS_PER_WINDOW
+
+SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
+COLUMNS_PER_FRAME = 4
+DEFAULT_VSHIFT = 15
+DEFAULT_BATCH = 32
+MEDFILT_KERNEL = 9
+
+
+def audio_delay_ms(offset_frames: int, fps: float = 25.0) -> float:
+    """The one place the sign is converted: positive = the sound lags the picture."""
+    return -offset_frames * 1000.0 / fps
+
+
+@dataclass
+class SyncResult:
+    dists: np.ndarray  # (num_windows, 2*vshift+1) float32
+    mean_dists: np.ndarray
+    offset_frames: int
+    min_distance: float
+    confidence: float
+    framewise_confidence: np.ndarray  # median-filtered, one per window start frame
+    framewise_confidence_unfiltered: np.ndarray
+    num_frames: int
+    num_samples: int
+    vshift: int
+    lip_embeddings_first: np.ndarray = field(repr=False, default=None)  # first windows, for checks
+    audio_embeddings_first: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.dists)
+
+    @property
+    def audio_delay_ms(self) -> float:
+        return audio_delay_ms(self.offset_frames)
+
+
+def offset_from_dists(dists: np.ndarray, vshift: int) -> tuple[int, float, float, np.ndarray, np.ndarray, np.ndarray]:
+    """(offset, minval, conf, mean_dists, fconf, fconf_filtered) exactly as the reference reduces them."""
+    d = torch.from_numpy(np.ascontiguousarray(dists, dtype=np.float32))
+    mean = torch.mean(d, 0)
+    minval, minidx = torch.min(mean, 0)
+    median = torch.median(mean)
+    conf = median - minval
+    fconf = median.numpy() - d[:, int(minidx)].numpy()
+    fconf_filtered = scipy.signal.medfilt(fconf, kernel_size=MEDFILT_KERNEL).astype(np.float32)
+    return (vshift - int(minidx), float(minval), float(conf), mean.numpy(), fconf, fconf_filtered)
+
+
+class SyncEngine:
+    """One loaded network, reusable across files. `stream()` starts the analysis of one input."""
+
+    def __init__(self, model: LoadedModel | SyncNet, vshift: int = DEFAULT_VSHIFT,
+                 batch_size: int = DEFAULT_BATCH, device: str = "cpu"):
+        net = model.net if isinstance(model, LoadedModel) else model
+        self.model = model if isinstance(model, LoadedModel) else None
+        self.device = torch.device(device)
+        self.fast = FastSyncNet(net).to(self.device, memory_format=torch.channels_last).eval()
+        self.vshift = vshift
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def lip_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (T, 224, 224, 3) BGR frames -> (T-4, 1024) embeddings of every 5-frame window."""
+        out = []
+        windows = frames.unfold(0, FRAMES_PER_WINDOW, 1)  # (N, H, W, 3, 5) view, no copy
+        for start in range(0, len(windows), self.batch_size):
+            batch = windows[start:start + self.batch_size].to(self.device, torch.float32)
+            # (N, H, W, 15) with channel c*5+t, seen as channels-last (N, 15, H, W)
+            batch = batch.reshape(*batch.shape[:3], -1).permute(0, 3, 1, 2)
+            out.append(self.fast.forward_lip_stacked(batch))
+        return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
+
+    @torch.inference_mode()
+    def audio_embeddings(self, columns: torch.Tensor) -> torch.Tensor:
+        """float32 (13, C) MFCC -> embeddings of windows at every 4th column, (N, 1024)."""
+        windows = columns.unfold(1, MFCC_COLUMNS_PER_WINDOW, COLUMNS_PER_FRAME).permute(1, 0, 2)
+        step = 4 * self.batch_size  # the audio tower is ~30x cheaper: bigger batches, fewer calls
+        out = [self.fast.forward_aud(windows[s:s + step].unsqueeze(1).to(self.device))
+               for s in range(0, len(windows), step)]
+        return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
+
+    def stream(self, source: str = "<input>", keep_first: int = 20) -> "SyncStream":
+        return SyncStream(self, source, keep_first)
+
+    def analyse(self, chunks, source: str = "<input>") -> SyncResult:
+        """Consume ("video", frames) / ("audio", samples) chunks, as `media.decode` yields them."""
+        stream = self.stream(source)
+        for kind, data in chunks:
+            (stream.feed_video if kind == "video" else stream.feed_audio)(data)
+        return stream.finish()
+
+
+class SyncStream:
+    def __init__(self, engine: SyncEngine, source: str, keep_first: int):
+        self.engine = engine
+        self.source = source
+        self.vshift = engine.vshift
+        self.keep_first = keep_first
+        self.mfcc = MfccStream()
+        self.num_frames = 0
+        self.num_samples = 0
+        self._frames = torch.zeros(0, CROP_SIZE, CROP_SIZE, 3, dtype=torch.uint8)  # frames not yet windowed
+        self._columns = torch.zeros(13, 0)  # MFCC columns not yet windowed
+        self._lip: list[torch.Tensor] = []  # embeddings from index self._lip_base on
+        self._lip_base = 0
+        self._aud: list[torch.Tensor] = []
+        self._aud_base = 0
+        self._next_row = 0
+        self._rows: list[np.ndarray] = []
+        self._first_lip: list[torch.Tensor] = []
+        self._first_aud: list[torch.Tensor] = []
+
+    # -- input ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def feed_video(self, frames: np.ndarray) -> None:
+        if frames.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
+            raise ValueError(f"SyncNet needs 224x224x3 frames, got {frames.shape[1:]}")
+        self.num_frames += len(frames)
+        self._frames = torch.cat([self._frames, torch.from_numpy(np.ascontiguousarray(frames))])
+        n = len(self._frames) - FRAMES_PER_WINDOW + 1
+        if n >= self.engine.batch_size:
+            self._add_lip(self.engine.lip_embeddings(self._frames))
+            self._frames = self._frames[n:].clone()
+            self._emit_rows(final=False)
+
+    @torch.inference_mode()
+    def feed_audio(self, samples: np.ndarray) -> None:
+        self.num_samples += len(samples)
+        new = self.mfcc.feed(samples)
+        if new.shape[1]:
+            self._columns = torch.cat([self._columns, torch.from_numpy(new.astype(np.float32))], 1)
+        n = (self._columns.shape[1] - MFCC_COLUMNS_PER_WINDOW) // COLUMNS_PER_FRAME + 1
+        if n >= self.engine.batch_size:
+            self._add_aud(self.engine.audio_embeddings(self._columns))
+            self._columns = self._columns[:, n * COLUMNS_PER_FRAME:].clone()
+            self._emit_rows(final=False)
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def _add_lip(self, emb: torch.Tensor) -> None:
+        self._lip.append(emb)
+        if sum(map(len, self._first_lip)) < self.keep_first:
+            self._first_lip.append(emb[: self.keep_first])
+
+    def _add_aud(self, emb: torch.Tensor) -> None:
+        self._aud.append(emb)
+        if sum(map(len, self._first_aud)) < self.keep_first:
+            self._first_aud.append(emb[: self.keep_first])
+
+    def _emit_rows(self, final: bool, num_windows: int | None = None) -> None:
+        if not self._lip or not self._aud:
+            return
+        lip, lip_base = torch.cat(self._lip), self._lip_base
+        aud, aud_base = torch.cat(self._aud), self._aud_base
+        lip_end, aud_end = lip_base + len(lip), aud_base + len(aud)
+        if final:
+            last_row = num_windows  # rows [next_row, num_windows); audio beyond num_windows is zero
+            aud_limit = num_windows
+        else:
+            # a row is final once every audio index it needs exists and lies inside the clip; the
+            # clip has at least min(frames, samples//640) - 5 windows, whatever comes later
+            known_windows = min(self.num_frames, self.num_samples // SAMPLES_PER_FRAME) - FRAMES_PER_WINDOW
+            last_row = min(lip_end, aud_end - self.vshift, known_windows - self.vshift)
+            aud_limit = known_windows
+        if last_row > self._next_row:
+            rows = torch.arange(self._next_row, last_row)
+            k = torch.arange(-self.vshift, self.vshift + 1)
+            idx = rows[:, None] + k[None, :]
+            valid = (idx >= 0) & (idx < aud_limit)
+            gathered = aud[(idx - aud_base).clamp(0, len(aud) - 1)] * valid[..., None]
+            v = lip[rows - lip_base][:, None, :]
+            dists = torch.nn.functional.pairwise_distance(v, gathered)
+            self._rows.append(dists.cpu().numpy().astype(np.float32))
+            self._next_row = last_row
+        # drop what no later row needs
+        keep_lip_from = self._next_row
+        keep_aud_from = max(0, self._next_row - self.vshift)
+        self._lip, self._lip_base = [lip[keep_lip_from - lip_base:]], keep_lip_from
+        self._aud, self._aud_base = [aud[max(0, keep_aud_from - aud_base):]], max(aud_base, keep_aud_from)
+
+    # -- output ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def finish(self) -> SyncResult:
+        num_windows = min(self.num_frames, self.num_samples // SAMPLES_PER_FRAME) - FRAMES_PER_WINDOW
+        if num_windows < 1:
+            raise TooShort(self.source, f"too short: {self.num_frames} video frames and "
+                           f"{self.num_samples / 16000:.2f} s of audio at 25 fps give no 5-frame window "
+                           f"(at least 6 frames, 0.24 s, of both are needed)")
+        if len(self._frames) >= FRAMES_PER_WINDOW:
+            self._add_lip(self.engine.lip_embeddings(self._frames))
+        if self._columns.shape[1] >= MFCC_COLUMNS_PER_WINDOW:
+            self._add_aud(self.engine.audio_embeddings(self._columns))
+        self._emit_rows(final=True, num_windows=num_windows)
+        dists = np.concatenate(self._rows)[:num_windows]
+        offset, minval, conf, mean, fconf, fconf_filtered = offset_from_dists(dists, self.vshift)
+        first = lambda parts: torch.cat(parts)[: self.keep_first].cpu().numpy() if parts else None  # noqa: E731
+        return SyncResult(
+            dists=dists, mean_dists=mean, offset_frames=offset, min_distance=minval, confidence=conf,
+            framewise_confidence=fconf_filtered, framewise_confidence_unfiltered=fconf,
+            num_frames=self.num_frames, num_samples=self.num_samples, vshift=self.vshift,
+            lip_embeddings_first=first(self._first_lip), audio_embeddings_first=first(self._first_aud),
+        )

@@ -1,0 +1,1 @@
+"""otio_lipsync.train: `lipsync-train`, SyncNet's self-supervised training (prepare, fit, eval, export)."""
