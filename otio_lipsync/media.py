@@ -266,6 +266,13 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
                 audio_out(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as exc:
         raise UnreadableMedia(path, f"decoding failed ({_av_reason(exc)})") from None
+    declared = (Fraction(vstream.duration) * vstream.time_base
+                if vstream.duration and vstream.time_base else None)
+    decoded = fps_resampler.held_end_s if last_t is not None else Fraction(0)
+    if declared and decoded < declared * Fraction(9, 10) - Fraction(1, 5):
+        # an index that promises more than the data holds: a cut-off download or copy
+        raise UnreadableMedia(path, f"truncated: video data ends at {float(decoded):.2f} s of the "
+                              f"{float(declared):.2f} s the container declares")
     video_buf.extend(fps_resampler.flush())
     if video_buf:
         yield "video", np.stack(video_buf)

@@ -1,0 +1,130 @@
+"""Media stage on real files: exact frames, 25-fps resampling by presentation time, start times."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from otio_lipsync import media
+from otio_lipsync.analysis import analyse_file
+from otio_lipsync.errors import UnreadableMedia
+
+from .conftest import GOLDEN_NAMES, clip, reference_input, run_ffmpeg
+
+
+def ffmpeg_frames(exe, path, width, height, vf=None):
+    cmd = [exe, "-nostdin", "-v", "error", "-i", str(path)]
+    if vf:
+        cmd += ["-vf", vf]
+    out = subprocess.run(cmd + ["-f", "rawvideo", "-pix_fmt", "bgr24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_frames_identical_to_ffmpeg_rawvideo_bgr24(ffmpeg_exe, name):
+    path = reference_input(name)
+    frames, _ = media.read_all(str(path))
+    np.testing.assert_array_equal(frames, ffmpeg_frames(ffmpeg_exe, path, 224, 224))
+
+
+def _assert_same_as_fps_filter(ffmpeg_exe, path):
+    info = media.probe(str(path))
+    ours, _ = media.read_all(str(path))
+    # ffmpeg's fps filter on the video's own timeline (setpts: origin at the first frame, as ours)
+    theirs = ffmpeg_frames(ffmpeg_exe, path, info.width, info.height, vf="setpts=PTS-STARTPTS,fps=25")
+    assert abs(len(ours) - len(theirs)) <= 1  # the last frame's end is rounded differently
+    n = min(len(ours), len(theirs))
+    assert n >= 25
+    mismatched = [i for i in range(n) if not np.array_equal(ours[i], theirs[i])]
+    assert mismatched == []
+
+
+@pytest.mark.parametrize("name", [
+    "synced_vexpress_aoc_01.mp4",  # 29.97
+    "synced_vr_woman_blue_01.mp4",  # 30
+    "synced_vr_man_suit_01.mp4",  # variable rate, ~22 fps average, video starts 33 ms late
+    "generated_sadtalker_video_01.mp4",  # 50
+    "synced_mead_m030_01.mp4",  # 30, 854x480
+])
+def test_resampling_to_25fps_matches_ffmpeg_fps_filter(ffmpeg_exe, name):
+    _assert_same_as_fps_filter(ffmpeg_exe, clip(name))
+
+
+@pytest.mark.parametrize("rate", ["24000/1001", "24", "60000/1001"])
+def test_resampling_of_film_and_high_rates(ffmpeg_exe, tmp_path, rate):
+    src = tmp_path / f"rate.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr2_sync")), "-vf", f"fps={rate}", "-c:v", "libx264",
+               "-preset", "ultrafast", "-c:a", "copy", str(src))
+    assert media.probe(str(src)).fps == pytest.approx(eval(rate), rel=1e-3)
+    _assert_same_as_fps_filter(ffmpeg_exe, src)
+
+
+def test_audio_is_16k_mono_from_44k1_stereo(golden):
+    info = media.probe(str(reference_input("vr4_30fps")))
+    assert (info.audio_rate, info.audio_channels) == (44100, 2)
+    _, audio = media.read_all(str(reference_input("vr4_30fps")))
+    g = golden("vr4_30fps")
+    assert audio.dtype == np.int16 and len(audio) == len(g["audio"])
+    assert np.abs(audio.astype(int) - g["audio"]).max() <= 1  # swresample's downmix, as `ffmpeg -ac 1`
+
+
+def test_probe_reports_stream_start_times():
+    info = media.probe(str(clip("multi_face_recognition_hamilton_01.mp4")))
+    assert info.video_start_s == pytest.approx(0.852, abs=0.002)
+    assert info.audio_start_s == pytest.approx(0.008, abs=0.002)
+    vfr = media.probe(str(clip("synced_vr_man_suit_01.mp4")))
+    assert vfr.variable_frame_rate and vfr.video_start_s == pytest.approx(0.033, abs=0.001)
+
+
+def test_video_starting_after_audio_is_measured_as_it_plays(engine, ffmpeg_exe, tmp_path):
+    """Video timestamps start 0.84 s after the audio, whose first 0.84 s is silence: a player shows
+    them in sync. Ignoring start times would make the audio look 840 ms late."""
+    src = reference_input("hdtf_kh_sync")
+    late = tmp_path / "video_late.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(src), "-itsoffset", "0.84", "-i", str(src), "-map", "1:v", "-map", "0:a",
+               "-c:v", "copy", "-af", "adelay=840:all=1", "-c:a", "aac", str(late))
+    info = media.probe(str(late))
+    assert info.video_start_s == pytest.approx(0.84, abs=0.01) and info.audio_start_s == pytest.approx(0.0, abs=0.03)
+    analysis, _ = analyse_file(str(late), engine)
+    baseline, _ = analyse_file(str(src), engine)
+    assert analysis.offset_frames == baseline.offset_frames == 0
+    assert analysis.confidence > 10
+
+
+def test_audio_starting_after_video_is_measured_as_it_plays(engine, ffmpeg_exe, tmp_path):
+    src = reference_input("hdtf_kh_sync")
+    late = tmp_path / "audio_late.mp4"
+    # atrim keeps the timestamps: the first kept sample is stamped 0.2 s, where it belongs
+    run_ffmpeg(ffmpeg_exe, "-i", str(src), "-c:v", "copy", "-af", "atrim=start=0.2", "-c:a", "aac", str(late))
+    info = media.probe(str(late))
+    # the AAC encoder stamps its 1024-sample frame grid: the stream starts at 0.136 s, real audio from there
+    assert info.video_start_s == 0 and info.audio_start_s > 0.1
+    analysis, _ = analyse_file(str(late), engine)
+    assert analysis.offset_frames == 0 and analysis.confidence > 10
+
+
+def test_truncated_file_with_index_up_front_is_reported(ffmpeg_exe, tmp_path):
+    fast = tmp_path / "faststart.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_kh_sync")), "-c", "copy", "-movflags", "+faststart",
+               str(fast))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
+    with pytest.raises(UnreadableMedia, match="truncated"):
+        media.read_all(str(cut))
+
+
+def test_memory_holds_only_what_later_distances_need(engine, golden):
+    """The stream keeps embeddings for about one batch plus the +-vshift search, not the whole clip."""
+    g = golden("hdtf_kh_sync")
+    frames, _ = media.read_all(str(reference_input("hdtf_kh_sync")))
+    stream = engine.stream()
+    held = []
+    for start in range(0, len(frames), 10):
+        stream.feed_audio(g["audio"][start * 640:(start + 10) * 640])
+        stream.feed_video(frames[start:start + 10])
+        held.append(sum(map(len, stream._lip)) + sum(map(len, stream._aud)))
+    limit = 2 * (4 * engine.batch_size + 2 * engine.vshift + 10)
+    assert max(held) <= limit < 2 * len(frames)
+    assert stream.finish().offset_frames == 0
