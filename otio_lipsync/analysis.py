@@ -31,6 +31,7 @@ class Analysis:
     num_windows: int
     vshift: int
     decode: str  # "direct" (frames decoded straight to BGR) or "reference" (syncnet_python's JPEG path)
+    precision: str
     media: dict = field(default_factory=dict)
     tool: dict = field(default_factory=lambda: {"name": "otio-lipsync", "version": __version__})
     schema: str = SCHEMA
@@ -53,7 +54,7 @@ def _finite(x: float) -> float:
 
 
 def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | None, model: dict,
-                       decode: str) -> Analysis:
+                       decode: str, precision: str = "float32") -> Analysis:
     return Analysis(
         file=path,
         offset_frames=result.offset_frames,
@@ -67,6 +68,7 @@ def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | No
         num_windows=result.num_windows,
         vshift=result.vshift,
         decode=decode,
+        precision=precision,
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
     )
 
@@ -80,9 +82,9 @@ def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
         info = media.probe(path, audio_stream)
         chunks = media.reference_decode(path, ffmpeg, size=(CROP_SIZE, CROP_SIZE))
         result = engine.analyse(chunks, source=path)
-        return analysis_from_sync(path, result, info, model, "reference"), result
+        return analysis_from_sync(path, result, info, model, "reference", engine.precision), result
     out: dict = {}
     chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out)
     result = engine.analyse(chunks, source=path)
-    return analysis_from_sync(path, result, out.get("info"), model, "direct"), result
+    return analysis_from_sync(path, result, out.get("info"), model, "direct", engine.precision), result
 

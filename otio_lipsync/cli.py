@@ -38,7 +38,8 @@ def write_json_atomic(path: str, payload) -> None:
             os.unlink(tmp)
 
 
-def load_engine(model_name: str | None, vshift: int, batch_size: int, threads: int | None):
+def load_engine(model_name: str | None, vshift: int, batch_size: int, threads: int | None,
+                precision: str = "float32"):
     import torch
 
     from .model import BadWeights, ModelNotFound, load
@@ -50,7 +51,7 @@ def load_engine(model_name: str | None, vshift: int, batch_size: int, threads: i
         loaded = load(model_name)
     except (ModelNotFound, BadWeights) as exc:
         _fail(str(exc))
-    return SyncEngine(loaded, vshift=vshift, batch_size=batch_size)
+    return SyncEngine(loaded, vshift=vshift, batch_size=batch_size, precision=precision)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -84,10 +85,13 @@ def main():
 @click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (25 fps).")
 @click.option("--batch-size", default=32, show_default=True, help="Windows per network batch.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="bfloat16 runs the lip tower ~1.4x faster on CPUs with native bf16 (AVX512-BF16/AMX); "
+                   "confidences move by up to ~1%. float32 keeps parity with syncnet_python.")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-file summary lines.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
-          threads, audio_stream, quiet):
+          threads, precision, audio_stream, quiet):
     """Measure the audio/video offset of each FILE.
 
     Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`.
@@ -103,7 +107,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if not face_cropped:
         _fail("raw-footage analysis needs the face stage (detection, tracking, crops), which is not "
               "built yet; pass --face-cropped if the frames are already face crops")
-    engine = load_engine(model_name, vshift, batch_size, threads)
+    engine = load_engine(model_name, vshift, batch_size, threads, precision)
     human = sys.stderr if json_path == "-" else sys.stdout
     results, failed = [], 0
     for path in tqdm(files, desc="lipsync check", unit="file", disable=None if len(files) > 1 else True,

@@ -27,6 +27,7 @@ COLUMNS_PER_FRAME = 4
 DEFAULT_VSHIFT = 15
 DEFAULT_BATCH = 32
 MEDFILT_KERNEL = 9
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def audio_delay_ms(offset_frames: int, fps: float = 25.0) -> float:
@@ -74,24 +75,33 @@ class SyncEngine:
     """One loaded network, reusable across files. `stream()` starts the analysis of one input."""
 
     def __init__(self, model: LoadedModel | SyncNet, vshift: int = DEFAULT_VSHIFT,
-                 batch_size: int = DEFAULT_BATCH, device: str = "cpu"):
+                 batch_size: int = DEFAULT_BATCH, device: str = "cpu", precision: str = "float32"):
+        """precision "float32" keeps parity with syncnet_python; "bfloat16" runs the lip tower (the
+        cost) in bf16, ~1.7x faster on CPUs with native bf16 (AVX512-BF16, AMX), distances within ~1%."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         net = model.net if isinstance(model, LoadedModel) else model
         self.model = model if isinstance(model, LoadedModel) else None
         self.device = torch.device(device)
-        self.fast = FastSyncNet(net).to(self.device, memory_format=torch.channels_last).eval()
+        self.fast = FastSyncNet(net).to(self.device).channels_last()
+        self.lip_dtype = PRECISIONS[precision]
+        self.fast.lip_conv1.to(self.lip_dtype)
+        self.fast.lip_tower.to(self.lip_dtype)
+        self.precision = precision
         self.vshift = vshift
         self.batch_size = batch_size
 
     @torch.inference_mode()
-    def lip_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (T, 224, 224, 3) BGR frames -> (T-4, 1024) embeddings of every 5-frame window."""
+    def lip_embeddings(self, frames: torch.Tensor, count: int | None = None) -> torch.Tensor:
+        """uint8 (T, 224, 224, 3) BGR frames -> (count, 1024) embeddings of the first `count`
+        (default: all T-4) 5-frame windows."""
+        count = len(frames) - FRAMES_PER_WINDOW + 1 if count is None else count
         out = []
-        windows = frames.unfold(0, FRAMES_PER_WINDOW, 1)  # (N, H, W, 3, 5) view, no copy
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start:start + self.batch_size].to(self.device, torch.float32)
-            # (N, H, W, 15) with channel c*5+t, seen as channels-last (N, 15, H, W)
-            batch = batch.reshape(*batch.shape[:3], -1).permute(0, 3, 1, 2)
-            out.append(self.fast.forward_lip_stacked(batch))
+        for start in range(0, count, self.batch_size):
+            n = min(self.batch_size, count - start)
+            chunk = frames[start:start + n + FRAMES_PER_WINDOW - 1].to(self.device, self.lip_dtype)
+            # (T, H, W, 3) memory is the channels-last-3d layout of a (1, 3, T, H, W) tensor
+            out.append(self.fast.forward_lip_sequence(chunk.permute(3, 0, 1, 2).unsqueeze(0)))
         return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
 
     @torch.inference_mode()
@@ -141,9 +151,10 @@ class SyncStream:
             raise ValueError(f"SyncNet needs 224x224x3 frames, got {frames.shape[1:]}")
         self.num_frames += len(frames)
         self._frames = torch.cat([self._frames, torch.from_numpy(np.ascontiguousarray(frames))])
-        n = len(self._frames) - FRAMES_PER_WINDOW + 1
-        if n >= self.engine.batch_size:
-            self._add_lip(self.engine.lip_embeddings(self._frames))
+        bs = self.engine.batch_size
+        n = (len(self._frames) - FRAMES_PER_WINDOW + 1) // bs * bs  # whole batches: one shape, one kernel
+        if n:
+            self._add_lip(self.engine.lip_embeddings(self._frames, n))
             self._frames = self._frames[n:].clone()
             self._emit_rows(final=False)
 

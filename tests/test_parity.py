@@ -142,3 +142,16 @@ def test_reference_decode_matches_plain_golden_fields(engine, golden, name):
     np.testing.assert_array_equal(audio, g["audio"])
     result = engine.analyse(chunks)
     assert_reduction_matches(result, g)
+
+
+def test_bfloat16_mode_keeps_every_offset(stand_in, golden):
+    """The opt-in fast mode is not parity, but it must not change an answer."""
+    from otio_lipsync.sync import SyncEngine
+
+    fast = SyncEngine(stand_in, precision="bfloat16")
+    for name in GOLDEN_NAMES:
+        g = golden(name)
+        frames, _ = media.read_all(str(reference_input(name)))
+        result = fast.analyse([("video", frames), ("audio", g["audio"])])
+        assert result.offset_frames == int(g["raw_offset"]), name
+        assert result.confidence == pytest.approx(float(g["raw_conf"]), rel=0.03), name

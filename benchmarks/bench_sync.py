@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""SyncNet stage speed and memory, side by side in one run.
+
+- ours: `SyncEngine` (2-D lip tower, folded BN, channels-last, inference mode, streaming distances);
+- reference-style: syncnet_python's `evaluate` loop re-typed naively (the whole clip as float64 then
+  float32, the Conv3d network, batches of 20 built by slicing and cat, autograd on, a Python loop of
+  pairwise distances), same weights, same decoded frames and audio;
+- optionally the real syncnet_python (`--syncnet-python DIR`, a checkout; its `.cuda()` calls are
+  removed in a temporary copy; needs opencv-python-headless and python_speech_features).
+
+Then the peak RSS of `lipsync check` on 60 s and 10 min inputs (the clip looped with `-c copy`), and of
+the reference-style loop on 60 s. Results go to benchmarks/results/sync_cpu.{json,md}.
+
+    python benchmarks/bench_sync.py --model ../shared/reference/syncnet_v2_seed0.model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CLIP = REPO.parent / "shared" / "reference" / "inputs" / "hdtf_kh_sync.mp4"
+DEFAULT_MODEL = REPO.parent / "shared" / "reference" / "syncnet_v2_seed0.model"
+
+
+def reference_style(net, frames: np.ndarray, audio: np.ndarray, batch_size=20, vshift=15):
+    """syncnet_python's evaluate() arithmetic, written the way it is written there."""
+    from otio_lipsync.model import mfcc
+
+    im = np.expand_dims(np.stack(list(frames), axis=3), 0)  # (1, H, W, 3, T) -> as the reference
+    im = np.transpose(im, (0, 3, 4, 1, 2))
+    imtv = torch.from_numpy(im.astype(float)).float()
+    cc = np.expand_dims(np.expand_dims(mfcc(audio), 0), 0)
+    cct = torch.from_numpy(cc.astype(float)).float()
+    min_length = min(len(frames), math.floor(len(audio) / 640))
+    lastframe = min_length - 5
+    t0 = time.perf_counter()
+    im_feat, cc_feat = [], []
+    for i in range(0, lastframe, batch_size):
+        im_in = torch.cat([imtv[:, :, v:v + 5, :, :] for v in range(i, min(lastframe, i + batch_size))], 0)
+        im_feat.append(net.forward_lip(im_in).data.cpu())
+        cc_in = torch.cat([cct[:, :, :, v * 4:v * 4 + 20] for v in range(i, min(lastframe, i + batch_size))], 0)
+        cc_feat.append(net.forward_aud(cc_in).data.cpu())
+    im_feat, cc_feat = torch.cat(im_feat, 0), torch.cat(cc_feat, 0)
+    win = vshift * 2 + 1
+    feat2p = torch.nn.functional.pad(cc_feat, (0, 0, vshift, vshift))
+    dists = [torch.nn.functional.pairwise_distance(im_feat[[i], :].repeat(win, 1), feat2p[i:i + win, :])
+             for i in range(len(im_feat))]
+    mdist = torch.mean(torch.stack(dists, 1), 1)
+    minval, minidx = torch.min(mdist, 0)
+    elapsed = time.perf_counter() - t0
+    return {"offset": vshift - int(minidx), "windows": lastframe, "seconds": elapsed,
+            "dists": torch.stack(dists).numpy()}
+
+
+def run_syncnet_python(checkout: Path, clip: Path, model: Path):
+    """The real reference, CPU-patched in a temp copy; returns its own 'Compute time' and result."""
+    tmp = Path(tempfile.mkdtemp(prefix="syncnet_python-"))
+    for name in ("SyncNetInstance.py", "SyncNetModel.py"):
+        text = (checkout / name).read_text().replace(".cuda()", "")
+        (tmp / name).write_text(text)
+    sys.path.insert(0, str(tmp))
+    try:
+        from SyncNetInstance import SyncNetInstance  # noqa: E402
+    finally:
+        sys.path.pop(0)
+
+    class Opt:
+        batch_size, vshift, tmp_dir, reference = 20, 15, str(tmp / "work"), "bench"
+
+    inst = SyncNetInstance()
+    inst.loadParameters(str(model))
+    t0 = time.perf_counter()
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        offset, conf, _ = inst.evaluate(Opt, videofile=str(clip))
+    total = time.perf_counter() - t0
+    compute = float(re.search(r"Compute time ([0-9.]+)", buf.getvalue()).group(1))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"offset": int(offset), "conf": float(conf), "compute_seconds": compute, "evaluate_seconds": total}
+
+
+def best_of(n, fn):
+    runs = [fn() for _ in range(n)]
+    return min(runs, key=lambda r: r["seconds"]), [r["seconds"] for r in runs]
+
+
+def peak_rss_of(cmd: list[str]) -> tuple[float, float, int]:
+    """(peak RSS MiB, wall seconds, exit code) of a child process, from wait4's rusage."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024.0, time.perf_counter() - t0, proc.returncode
+
+
+def looped(clip: Path, seconds: float, directory: Path, ffmpeg: str) -> Path:
+    out = directory / f"loop_{int(seconds)}s.mp4"
+    subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(clip), "-t",
+                    str(seconds), "-c", "copy", str(out)], check=True)
+    return out
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="a 224x224 face-crop clip")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--syncnet-python", type=Path, default=None, help="checkout of joonson/syncnet_python")
+    ap.add_argument("--skip-rss", action="store_true", help="only the speed comparison")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--child", nargs=2, metavar=("KIND", "FILE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    from otio_lipsync import media
+    from otio_lipsync.analysis import analyse_file
+    from otio_lipsync.model import load_model
+    from otio_lipsync.sync import SyncEngine
+
+    loaded = load_model(args.model)
+    if args.child:  # measured in a subprocess for its peak RSS
+        frames, audio = media.read_all(args.child[1])
+        reference_style(loaded.net, frames, audio)
+        return
+
+    results = {"machine": machine(), "clip": str(args.clip), "model": loaded.describe(),
+               "date": time.strftime("%Y-%m-%d")}
+    frames, audio = media.read_all(str(args.clip))
+    duration = len(frames) / 25.0
+    engine = SyncEngine(loaded)
+
+    def ours():
+        t0 = time.perf_counter()
+        r = engine.analyse([("video", frames), ("audio", audio)])
+        return {"seconds": time.perf_counter() - t0, "offset": r.offset_frames, "windows": r.num_windows,
+                "dists": r.dists}
+
+    with torch.inference_mode():
+        ours()  # warm-up: oneDNN builds its kernels on first use
+    ours_best, ours_runs = best_of(args.repeats, ours)
+    ref_best, ref_runs = best_of(args.repeats, lambda: reference_style(loaded.net, frames, audio))
+    windows = ours_best["windows"]
+    assert ref_best["windows"] == windows and ref_best["offset"] == ours_best["offset"]
+    agree = float(np.max(np.abs(ours_best["dists"] - ref_best["dists"]) / np.abs(ref_best["dists"])))
+    results["syncnet_stage"] = {
+        "windows": windows, "clip_seconds": duration,
+        "ours": {"windows_per_s": windows / ours_best["seconds"], "x_realtime": duration / ours_best["seconds"],
+                 "runs_s": ours_runs},
+        "reference_style": {"windows_per_s": windows / ref_best["seconds"],
+                            "x_realtime": duration / ref_best["seconds"], "runs_s": ref_runs},
+        "speedup": ref_best["seconds"] / ours_best["seconds"],
+        "max_relative_dist_difference": agree,
+    }
+
+    t0 = time.perf_counter()
+    analyse_file(str(args.clip), engine)
+    whole = time.perf_counter() - t0
+    results["whole_file"] = {"seconds": whole, "x_realtime": duration / whole,
+                             "note": "decode + resample + MFCC + SyncNet + offset, model already loaded"}
+
+    if args.syncnet_python:
+        real = run_syncnet_python(args.syncnet_python, args.clip, args.model)
+        real["windows_per_s"] = windows / real["compute_seconds"]
+        real["x_realtime_evaluate"] = duration / real["evaluate_seconds"]
+        results["syncnet_python"] = real
+
+    if not args.skip_rss:
+        ffmpeg = media.find_ffmpeg()
+        rss = {}
+        with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
+            for seconds in (60, 600):
+                path = looped(args.clip, seconds, Path(tmp), ffmpeg)
+                mib, wall, code = peak_rss_of([sys.executable, "-m", "otio_lipsync", "check", "--face-cropped",
+                                               "--model", str(args.model), "--json", os.devnull, str(path)])
+                assert code == 0, f"lipsync check failed on {path}"
+                rss[f"ours_{seconds}s"] = {"peak_rss_mib": mib, "wall_s": wall, "x_realtime": seconds / wall}
+            path = looped(args.clip, 60, Path(tmp), ffmpeg)
+            mib, wall, code = peak_rss_of([sys.executable, __file__, "--model", str(args.model),
+                                           "--child", "reference", str(path)])
+            rss["reference_style_60s"] = {"peak_rss_mib": mib, "wall_s": wall, "exit": code}
+        results["peak_rss"] = rss
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sync_cpu.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "sync_cpu.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(r: dict) -> str:
+    s = r["syncnet_stage"]
+    m = r["machine"]
+    lines = [
+        f"# SyncNet stage on CPU ({r['date']})", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"Python {m['python']}. Clip: `{Path(r['clip']).name}` ({s['clip_seconds']:.1f} s, {s['windows']} windows); "
+        f"model sha256 {r['model']['sha256'][:12]}.", "",
+        "| implementation | windows/s | x real time |", "|---|---|---|",
+        f"| otio-lipsync `SyncEngine` | {s['ours']['windows_per_s']:.1f} | {s['ours']['x_realtime']:.2f} |",
+        f"| reference-style loop (same weights, same input) | {s['reference_style']['windows_per_s']:.1f} | "
+        f"{s['reference_style']['x_realtime']:.2f} |",
+    ]
+    if "syncnet_python" in r:
+        p = r["syncnet_python"]
+        lines.append(f"| syncnet_python `evaluate` (its Compute time; whole evaluate {p['x_realtime_evaluate']:.2f}x) "
+                     f"| {p['windows_per_s']:.1f} | — |")
+    lines += ["", f"Speed-up of the SyncNet stage: **{s['speedup']:.2f}x** (best of runs); the two agree on the "
+              f"offset and within {s['max_relative_dist_difference']:.1e} relative on every distance.",
+              f"Whole file (decode + features + SyncNet, model loaded): {r['whole_file']['x_realtime']:.2f}x real time."]
+    if "peak_rss" in r:
+        lines += ["", "| peak RSS | MiB | wall s |", "|---|---|---|"]
+        for k, v in r["peak_rss"].items():
+            lines.append(f"| {k} | {v['peak_rss_mib']:.0f} | {v['wall_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
