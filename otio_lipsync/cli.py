@@ -83,7 +83,7 @@ def main():
 @click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
               help="ffmpeg binary for --reference-decode (default: $FFMPEG_PATH, `ffmpeg` on PATH, imageio-ffmpeg).")
 @click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (25 fps).")
-@click.option("--batch-size", default=32, show_default=True, help="Windows per network batch.")
+@click.option("--batch-size", default=16, show_default=True, help="Windows per network batch (memory grows with it).")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
               help="bfloat16 runs the lip tower ~1.4x faster on CPUs with native bf16 (AVX512-BF16/AMX); "

