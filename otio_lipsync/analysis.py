@@ -1,8 +1,6 @@
 """The `Analysis` result (one object, one JSON schema for every front end) and `analyse_file`,
-which runs media -> sync on one file.
-
-Only `--face-cropped` footage (the whole frame is the face) is analysed so far; raw footage goes
-through the face stage (shots, detection, tracks, crops) once that stage exists.
+which runs media -> sync on footage that is already a face crop. Raw footage goes through the face
+stage first: `footage.analyse_footage`.
 """
 
 from __future__ import annotations
@@ -33,6 +31,9 @@ class Analysis:
     decode: str  # "direct" (frames decoded straight to BGR) or "reference" (syncnet_python's JPEG path)
     precision: str
     media: dict = field(default_factory=dict)
+    shots: list[dict] | None = None  # raw footage only: [{start_s, end_s}]
+    tracks: list[dict] | None = None  # raw footage only: one entry per face track
+    basis: str | None = None  # raw footage: "speaking" (offset from speaking faces) or "all-tracks"
     tool: dict = field(default_factory=lambda: {"name": "otio-lipsync", "version": __version__})
     schema: str = SCHEMA
 
@@ -46,7 +47,11 @@ class Analysis:
             what = "in sync"
         else:
             what = f"audio {abs(self.audio_delay_ms):.0f} ms {'late' if self.audio_delay_ms > 0 else 'early'}"
-        return f"{self.file}: {what} ({frames} at 25 fps), confidence {self.confidence:.2f}"
+        line = f"{self.file}: {what} ({frames} at 25 fps), confidence {self.confidence:.2f}"
+        if self.tracks is not None:
+            speaking = sum(1 for t in self.tracks if t["speaking"])
+            line += f", {len(self.tracks)} face track(s), {speaking} speaking"
+        return line
 
 
 def _finite(x: float) -> float:

@@ -71,7 +71,8 @@ def main():
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--face-cropped", is_flag=True,
               help="The footage is already a face crop (the whole frame is the face); frames that are "
-                   "not 224x224 are resized. Required for now: raw-footage face detection is not built yet.")
+                   "not 224x224 are resized. Without it: shots, face detection, tracks, per-face sync, "
+                   "active speakers.")
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None,
               help="Model name (see `lipsync models`) or path to a model file. Default: syncnet_v2.")
 @click.option("--json", "json_path", metavar="PATH|-", default=None,
@@ -90,8 +91,21 @@ def main():
                    "confidences move by up to ~1%. float32 keeps parity with syncnet_python.")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-file summary lines.")
+@click.option("--detect-every", default=1, show_default=True, metavar="N",
+              help="Raw footage: run the face detector on every N-th frame, track in between.")
+@click.option("--min-track", default=100, show_default=True, metavar="FRAMES",
+              help="Raw footage: shortest face track kept (the reference's 100; a shorter shot needs half its length).")
+@click.option("--min-face", default=40.0, show_default=True, metavar="PX", help="Raw footage: smallest face kept.")
+@click.option("--max-missed", default=25, show_default=True, metavar="FRAMES",
+              help="Raw footage: frames without a detection before a track ends.")
+@click.option("--crop-scale", default=0.4, show_default=True, help="Raw footage: crop padding (reference 0.4).")
+@click.option("--shot-threshold", default=27.0, show_default=True,
+              help="Raw footage: content change (mean HSV difference) that makes a cut.")
+@click.option("--speaking-threshold", default=0.4, show_default=True,
+              help="Raw footage: speaking probability above which a face counts as speaking.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
-          threads, precision, audio_stream, quiet):
+          threads, precision, audio_stream, quiet, detect_every, min_track, min_face, max_missed, crop_scale,
+          shot_threshold, speaking_threshold):
     """Measure the audio/video offset of each FILE.
 
     Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`.
@@ -103,18 +117,42 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
 
     from .analysis import analyse_file
     from .errors import LipsyncError
+    from .faces.detectors import DetectorUnavailable, make_detector
+    from .faces.tracks import TrackOptions
+    from .footage import FootageOptions, analyse_footage
+    from .speakers import SpeakerOptions
 
-    if not face_cropped:
-        _fail("raw-footage analysis needs the face stage (detection, tracking, crops), which is not "
-              "built yet; pass --face-cropped if the frames are already face crops")
+    if reference_decode and not face_cropped:
+        _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     engine = load_engine(model_name, vshift, batch_size, threads, precision)
+    detector = footage_options = None
+    if not face_cropped:
+        footage_options = FootageOptions(
+            detect_every=detect_every, shot_threshold=shot_threshold,
+            tracks=TrackOptions(max_missed=max_missed, min_track_frames=min_track, min_face_px=min_face,
+                                crop_scale=crop_scale),
+            speakers=SpeakerOptions(threshold=speaking_threshold))
+        try:
+            detector = make_detector(footage_options.detector)
+        except DetectorUnavailable as exc:
+            _fail(str(exc))
     human = sys.stderr if json_path == "-" else sys.stdout
     results, failed = [], 0
     for path in tqdm(files, desc="lipsync check", unit="file", disable=None if len(files) > 1 else True,
                      file=sys.stderr, leave=False):
         try:
-            analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg_path,
-                                       audio_stream=audio_stream)
+            if face_cropped:
+                analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg_path,
+                                           audio_stream=audio_stream)
+            else:
+                with tqdm(desc=os.path.basename(path), unit="frame", file=sys.stderr, leave=False,
+                          disable=None if not quiet else True) as bar:
+                    def progress(done, total, bar=bar):
+                        bar.total = total
+                        bar.update(done - bar.n)
+
+                    analysis = analyse_footage(path, engine, footage_options, detector=detector,
+                                               audio_stream=audio_stream, progress=progress)
         except LipsyncError as exc:
             failed += 1
             click.echo(f"{exc}", file=sys.stderr)

@@ -59,16 +59,22 @@ class SyncResult:
         return audio_delay_ms(self.offset_frames)
 
 
+def best_offset(mean_dists: torch.Tensor, vshift: int) -> tuple[int, float, float, torch.Tensor]:
+    """(offset, minval, conf, median) of a mean distance curve, with the reference's torch reductions
+    (first index on ties; the median of 31 values is the middle one)."""
+    minval, minidx = torch.min(mean_dists, 0)
+    median = torch.median(mean_dists)
+    return vshift - int(minidx), float(minval), float(median - minval), median
+
+
 def offset_from_dists(dists: np.ndarray, vshift: int) -> tuple[int, float, float, np.ndarray, np.ndarray, np.ndarray]:
     """(offset, minval, conf, mean_dists, fconf, fconf_filtered) exactly as the reference reduces them."""
     d = torch.from_numpy(np.ascontiguousarray(dists, dtype=np.float32))
     mean = torch.mean(d, 0)
-    minval, minidx = torch.min(mean, 0)
-    median = torch.median(mean)
-    conf = median - minval
-    fconf = median.numpy() - d[:, int(minidx)].numpy()
+    offset, minval, conf, median = best_offset(mean, vshift)
+    fconf = median.numpy() - d[:, vshift - offset].numpy()
     fconf_filtered = scipy.signal.medfilt(fconf, kernel_size=MEDFILT_KERNEL).astype(np.float32)
-    return (vshift - int(minidx), float(minval), float(conf), mean.numpy(), fconf, fconf_filtered)
+    return offset, minval, conf, mean.numpy(), fconf, fconf_filtered
 
 
 class SyncEngine:

@@ -1,0 +1,210 @@
+"""Raw footage, one decode pass: frames -> shots + face detection -> tracks -> 224x224 crops -> one
+SyncNet stream per track (with the audio under that track) -> speaking segments -> file offset.
+
+Memory stays flat in file length: the tracker holds a fixed look-ahead of frames, each track's
+sync stream keeps only distances, and audio is dropped once no open track needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import media
+from .analysis import Analysis
+from .errors import NoFace, TooShort
+from .faces.detectors import FaceDetector, make_detector
+from .faces.shots import ShotDetector
+from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
+from .speakers import SpeakerOptions, combine, segments, speaking_mask
+from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms
+
+FPS = media.ANALYSIS_FPS
+
+
+@dataclass
+class FootageOptions:
+    detect_every: int = 1  # run the detector on every n-th frame; tracking interpolates between
+    detector: str = "blazeface"
+    tracks: TrackOptions = field(default_factory=TrackOptions)
+    speakers: SpeakerOptions = field(default_factory=SpeakerOptions)
+    shot_threshold: float = 27.0
+
+
+class _Audio:
+    """16 kHz samples from `base` on; trimmed as tracks stop needing them."""
+
+    def __init__(self):
+        self.base = 0
+        self.chunks: list[np.ndarray] = []
+        self.end = 0
+
+    def append(self, samples: np.ndarray) -> None:
+        self.chunks.append(samples)
+        self.end += len(samples)
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        stop = min(stop, self.end)
+        if stop <= start:
+            return np.zeros(0, np.int16)
+        data = np.concatenate(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
+        self.chunks = [data]
+        return data[start - self.base:stop - self.base]
+
+    def trim(self, keep_from: int) -> None:
+        if keep_from <= self.base or not self.chunks:
+            return
+        data = np.concatenate(self.chunks)
+        drop = min(keep_from - self.base, len(data))
+        self.chunks = [data[drop:]]
+        self.base += drop
+
+
+@dataclass
+class _TrackSync:
+    track: Track
+    stream: SyncStream
+    audio_fed: int  # next sample index to feed
+    last_frame: int = -1
+
+
+class FootageScan:
+    """The faces half of the pipeline as one decode pass: iterate to get ("audio", samples) and
+    ("crops", [CropEvent]) in stream order; afterwards `tracker`, `shots` and `num_frames` hold the
+    tracks and cuts. `progress(done, total)` is called after each decoded chunk."""
+
+    def __init__(self, path: str, options: FootageOptions | None = None, detector: FaceDetector | None = None,
+                 audio_stream: int = 0, progress: Callable[[int, int], None] | None = None):
+        self.path = path
+        self.options = options or FootageOptions()
+        self.detector = detector or make_detector(self.options.detector)
+        self.tracker = FaceTracker(self.options.tracks)
+        self.shots = ShotDetector(threshold=self.options.shot_threshold)
+        self.audio_stream = audio_stream
+        self.progress = progress
+        self.info: media.MediaInfo | None = None
+        self.num_frames = 0
+
+    def __iter__(self):
+        out: dict = {}
+        every = self.options.detect_every
+        for kind, data in media.decode(self.path, audio_stream=self.audio_stream, info_out=out):
+            self.info = out.get("info")
+            if kind == "audio":
+                yield "audio", data
+                continue
+            for frame in data:
+                rgb = np.ascontiguousarray(frame[:, :, ::-1])
+                new_shot = self.shots.push(self.num_frames, rgb)
+                detections = self.detector.detect(rgb) if self.num_frames % every == 0 else None
+                events = self.tracker.push(self.num_frames, frame, detections, new_shot)
+                self.num_frames += 1
+                if events:
+                    yield "crops", events
+            if self.progress:
+                duration = self.info.duration_s if self.info else None
+                self.progress(self.num_frames, int(round(duration * FPS)) if duration else self.num_frames)
+        yield "crops", self.tracker.finish()
+
+    def kept_tracks(self) -> list[Track]:
+        shot_len = {i: b - a for i, (a, b) in enumerate(self.shots.shots(self.num_frames))}
+        return [t for t in self.tracker.finished if self.tracker.keeps(t, shot_len.get(t.shot, self.num_frames))]
+
+
+def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | None = None,
+                    detector: FaceDetector | None = None, audio_stream: int = 0,
+                    progress: Callable[[int, int], None] | None = None) -> Analysis:
+    scan = FootageScan(path, options, detector, audio_stream, progress)
+    lookahead = scan.options.tracks.lookahead
+    audio = _Audio()
+    syncs: dict[int, _TrackSync] = {}
+    ended: list[_TrackSync] = []
+    results: dict[int, SyncResult] = {}
+
+    def feed_audio(ts: _TrackSync, upto_sample: int) -> None:
+        chunk = audio.slice(ts.audio_fed, upto_sample)
+        if len(chunk):
+            ts.stream.feed_audio(chunk)
+            ts.audio_fed += len(chunk)
+
+    def on_crops(events: list[CropEvent]) -> None:
+        for ev in events:
+            ts = syncs.get(ev.track.id)
+            if ts is None:
+                ts = syncs[ev.track.id] = _TrackSync(ev.track, engine.stream(f"{path}#track{ev.track.id}"),
+                                                     audio_fed=ev.frame * SAMPLES_PER_FRAME)
+            ts.stream.feed_video(ev.crop[None])
+            ts.last_frame = ev.frame
+            feed_audio(ts, (ev.frame + 1) * SAMPLES_PER_FRAME)
+        for tid, ts in list(syncs.items()):
+            if ts.track.ended and ts.last_frame >= ts.track.last:
+                ended.append(syncs.pop(tid))
+
+    def settle(final: bool) -> None:
+        """Finish ended tracks whose audio has arrived (all of them at the end of the file)."""
+        for ts in list(ended):
+            need = (ts.track.last + 1) * SAMPLES_PER_FRAME
+            if final or audio.end >= need:
+                feed_audio(ts, need)
+                ended.remove(ts)
+                try:
+                    results[ts.track.id] = ts.stream.finish()
+                except TooShort:
+                    pass  # fewer than 6 frames: not a track worth reporting
+        for ts in syncs.values():
+            feed_audio(ts, (ts.last_frame + 1) * SAMPLES_PER_FRAME)
+        keep_from = min([ts.audio_fed for ts in [*syncs.values(), *ended]] +
+                        [max(0, scan.num_frames - lookahead - 1) * SAMPLES_PER_FRAME])
+        audio.trim(keep_from)
+
+    for kind, data in scan:
+        if kind == "audio":
+            audio.append(data)
+        else:
+            on_crops(data)
+        settle(final=False)
+    settle(final=True)
+    kept = [(t, results[t.id]) for t in scan.kept_tracks() if t.id in results]
+    return _analysis(path, scan, kept, engine)
+
+
+def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]], engine: SyncEngine) -> Analysis:
+    num_frames, info, options = scan.num_frames, scan.info, scan.options
+    shot_list = scan.shots.shots(num_frames)
+    if not kept:
+        raise NoFace(path, f"no face found: no usable face track in {num_frames} frames")
+    kept.sort(key=lambda tr: tr[0].first)
+    masks = [speaking_mask(r.framewise_confidence, options.speakers) for _, r in kept]
+    combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, engine.vshift)
+    framewise = [None] * max(0, num_frames - 5)
+    tracks = []
+    for number, ((track, r), mask) in enumerate(zip(kept, masks)):
+        for i, value in enumerate(r.framewise_confidence):
+            f = track.first + i
+            if f < len(framewise) and (framewise[f] is None or value > framewise[f]):
+                framewise[f] = round(float(value), 6)
+        tracks.append({
+            "id": number,
+            "start_s": round(track.first / FPS, 3),
+            "end_s": round((track.last + 1) / FPS, 3),
+            "box": [round(v, 1) for v in track.median_box()],
+            "offset_frames": r.offset_frames,
+            "audio_delay_ms": audio_delay_ms(r.offset_frames),
+            "confidence": round(r.confidence, 6),
+            "min_distance": round(r.min_distance, 6),
+            "num_windows": r.num_windows,
+            "speaking": segments(mask, track.first),
+        })
+    model = engine.model.describe() if engine.model else {"name": "unnamed", "sha256": None}
+    return Analysis(
+        file=path, offset_frames=combined.offset_frames, audio_delay_ms=audio_delay_ms(combined.offset_frames),
+        confidence=round(combined.confidence, 6), min_distance=round(combined.min_distance, 6),
+        framewise_confidence=framewise, fps_source=info.fps if info else None,
+        duration_s=info.duration_s if info else None, model=model, num_windows=combined.windows,
+        vshift=engine.vshift, decode="direct", precision=engine.precision,
+        media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
+        shots=[{"start_s": round(a / FPS, 3), "end_s": round(b / FPS, 3)} for a, b in shot_list],
+        tracks=tracks, basis=combined.basis,
+    )

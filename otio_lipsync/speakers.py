@@ -1,0 +1,98 @@
+"""Speakers stage: which face is speaking when, and the file's offset from the speaking faces.
+
+Per track, the procedure of IC-SyncNet's appendix D on the per-frame sync confidence: Gaussian
+smoothing, a sigmoid to a speaking probability, probability > `threshold` (0.4), islands shorter
+than `min_segment_s` dropped (and gaps shorter than it closed), so a face entering or leaving never
+leaves a one-frame blip. SyncNet's per-frame confidence is a distance margin, not a probability:
+`bias` (where the sigmoid crosses 0.5) and `scale` map it; their defaults are provisional until a
+model that knows lips is calibrated on the shared footage.
+
+The file's offset is then taken from the mean distance curve over the speaking windows of all
+tracks, each window weighted by its confidence, not from a plain mean over faces: a silent face in
+the background does not pull the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from .sync import best_offset
+
+
+@dataclass
+class SpeakerOptions:
+    sigma_frames: float = 2.0
+    bias: float = 2.0
+    scale: float = 1.0
+    threshold: float = 0.4
+    min_segment_s: float = 0.4
+
+
+def speaking_probability(framewise_conf: np.ndarray, opts: SpeakerOptions) -> np.ndarray:
+    if len(framewise_conf) == 0:
+        return np.zeros(0)
+    smooth = gaussian_filter1d(np.asarray(framewise_conf, dtype=np.float64), opts.sigma_frames, mode="nearest")
+    return 1.0 / (1.0 + np.exp(-(smooth - opts.bias) / opts.scale))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) index runs where mask is True."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def speaking_mask(framewise_conf: np.ndarray, opts: SpeakerOptions, fps: float = 25.0) -> np.ndarray:
+    mask = speaking_probability(framewise_conf, opts) > opts.threshold
+    min_len = max(1, int(round(opts.min_segment_s * fps)))
+    for a, b in _runs(~mask):  # close short gaps inside speech first ...
+        if a > 0 and b < len(mask) and b - a < min_len:
+            mask[a:b] = True
+    for a, b in _runs(mask):  # ... then drop short islands
+        if b - a < min_len:
+            mask[a:b] = False
+    return mask
+
+
+def segments(mask: np.ndarray, first_frame: int, fps: float = 25.0) -> list[list[float]]:
+    """Window mask -> [[start_s, end_s], ...]; window i covers frames i..i+4 of the track."""
+    return [[round((first_frame + a) / fps, 3), round((first_frame + b + 4) / fps, 3)] for a, b in _runs(mask)]
+
+
+@dataclass
+class Combined:
+    offset_frames: int
+    confidence: float
+    min_distance: float
+    basis: str  # "speaking" or "all-tracks"
+    windows: int
+
+
+def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: list[np.ndarray],
+            vshift: int) -> Combined | None:
+    """Confidence-weighted mean distance curve over the speaking windows of every track."""
+    def curve(select):
+        rows, weights = [], []
+        for dists, conf, mask in zip(track_dists, track_conf, masks):
+            chosen = select(mask)
+            if chosen.any():
+                rows.append(dists[chosen])
+                weights.append(np.clip(conf[chosen], 1e-3, None))
+        if not rows:
+            return None
+        rows, weights = np.concatenate(rows), np.concatenate(weights)
+        return (rows * weights[:, None]).sum(0) / weights.sum(), len(rows)
+
+    basis = "speaking"
+    found = curve(lambda m: m)
+    if found is None:  # nobody speaks clearly: every visible face, equally weighted per window
+        basis = "all-tracks"
+        found = curve(lambda m: np.ones_like(m, bool))
+    if found is None:
+        return None
+    mean, count = found
+    offset, minval, conf, _ = best_offset(torch.from_numpy(mean.astype(np.float32)), vshift)
+    return Combined(offset_frames=offset, confidence=conf, min_distance=minval, basis=basis, windows=count)

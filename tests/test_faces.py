@@ -1,0 +1,147 @@
+"""Faces stage on real footage: detection offline, tracks, cuts, crops, the raw-footage pipeline.
+
+The stand-in weights know only the reference fixtures, so nothing here asserts *who* speaks: until a
+model that knows lips ships (the lipsync-train issue), speaker tests check geometry and mechanics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from otio_lipsync.cli import main
+from otio_lipsync.faces.detectors import BlazeFaceDetector, make_detector
+from otio_lipsync.faces.tracks import PAD_VALUE, crop_face
+from otio_lipsync.footage import FootageScan
+
+from .conftest import CLIPS, clip, need, run_ffmpeg
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return make_detector("blazeface")
+
+
+def scan(path, detector, **kwargs):
+    s = FootageScan(str(path), detector=detector, **kwargs)
+    for _ in s:
+        pass
+    return s
+
+
+def synced_single_speaker_clips():
+    catalog = CLIPS / "catalog.tsv"
+    if not catalog.exists():
+        return []
+    with open(catalog) as f:
+        return [row["file"] for row in csv.DictReader(f, delimiter="\t") if row["group"] == "synced"]
+
+
+def test_blazeface_ships_offline_and_finds_a_face(detector):
+    assert isinstance(detector, BlazeFaceDetector) and detector.model_path.is_file()
+    from otio_lipsync import media
+
+    frames, _ = media.read_all(str(clip("synced_mead_m030_01.mp4")))
+    found = detector.detect(np.ascontiguousarray(frames[10][:, :, ::-1]))
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert 250 < (x0 + x1) / 2 < 600 and 100 < (y0 + y1) / 2 < 400 and 120 < x1 - x0 < 350
+    assert found[0].keypoints.shape == (6, 2)
+
+
+@pytest.mark.parametrize("name", synced_single_speaker_clips() or ["catalog.tsv missing"])
+def test_single_speaker_clip_has_one_main_track(detector, name):
+    s = scan(clip(name), detector)
+    tracks = s.kept_tracks()
+    assert tracks, f"{name}: no track"
+    main_track = max(tracks, key=lambda t: t.last - t.first)
+    coverage = (main_track.last - main_track.first + 1) / s.num_frames
+    assert coverage >= 0.9, f"{name}: main track covers {coverage:.0%} of {s.num_frames} frames"
+
+
+def test_split_screen_interview_has_a_track_per_face(detector):
+    s = scan(clip("multi_visualvoice_interview_01.mp4"), detector)
+    tracks = s.kept_tracks()
+    centres = sorted({round(float(np.median([(b[0] + b[2]) / 2 for b in t.boxes])) / 100) for t in tracks})
+    assert len(tracks) >= 2 and len(centres) >= 2  # two faces at different places
+
+
+def test_hstack_composite_gives_two_tracks_side_by_side(detector, ffmpeg_exe, tmp_path):
+    """Geometry and mechanics only (see module docstring): one track per half, both all along."""
+    out = tmp_path / "two.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_mead_m030_01.mp4")), "-i", str(clip("synced_hdtf_aoc_01.mp4")),
+               "-filter_complex", "[0:v]scale=480:480,fps=25,setsar=1[a];[1:v]scale=480:480,fps=25,setsar=1[b];"
+               "[a][b]hstack,trim=duration=3.5[v]", "-map", "[v]", "-map", "0:a", "-t", "3.5", "-c:v", "libx264",
+               "-preset", "ultrafast", "-c:a", "aac", str(out))
+    s = scan(out, detector)
+    tracks = sorted(s.kept_tracks(), key=lambda t: t.boxes[0][0])
+    assert len(tracks) == 2
+    left, right = ([float(np.median([(b[0] + b[2]) / 2 for b in t.boxes])) for t in tracks])
+    assert left < 480 < right
+    for t in tracks:
+        assert (t.last - t.first + 1) / s.num_frames >= 0.9
+
+
+def test_a_cut_ends_every_track(detector, ffmpeg_exe, tmp_path):
+    out = tmp_path / "cut.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_hdtf_aoc_01.mp4")), "-i", str(clip("synced_dfrf_cnn_anchor_01.mp4")),
+               "-filter_complex", "[0:v]trim=duration=3,setpts=PTS-STARTPTS,scale=512:512[a];"
+               "[1:v]trim=duration=3,setpts=PTS-STARTPTS,scale=512:512[b];"
+               "[0:a]atrim=duration=3,asetpts=PTS-STARTPTS[x];[1:a]atrim=duration=3,asetpts=PTS-STARTPTS[y];"
+               "[a][x][b][y]concat=n=2:v=1:a=1[v][au]", "-map", "[v]", "-map", "[au]", "-c:v", "libx264",
+               "-preset", "ultrafast", "-c:a", "aac", str(out))
+    s = scan(out, detector)
+    assert s.shots.cuts == [75]
+    tracks = s.kept_tracks()
+    assert len(tracks) >= 2
+    assert all(t.last < 75 or t.first >= 75 for t in tracks)
+    assert any(t.last >= 70 and t.last < 75 for t in tracks)
+
+
+def test_crop_geometry_is_the_reference_one():
+    """Pad with grey 110, crop [cy-s, cy+s(1+2cs)) x [cx-s(1+cs), cx+s(1+cs)), resize to 224."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    cx, cy, s, cs = 300.0, 150.0, 60.0, 0.4
+    bsi = int(s * (1 + 2 * cs))
+    padded = np.pad(frame, ((bsi, bsi), (bsi, bsi), (0, 0)), "constant", constant_values=(110, 110))
+    my, mx = cy + bsi, cx + bsi
+    face = padded[int(my - s):int(my + s * (1 + 2 * cs)), int(mx - s * (1 + cs)):int(mx + s * (1 + cs))]
+    expected = torch.nn.functional.interpolate(torch.from_numpy(face).permute(2, 0, 1)[None].float(),
+                                               size=(224, 224), mode="bilinear", align_corners=False)
+    expected = expected[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(crop_face(frame, cx, cy, s, cs), expected)
+    # a face at the corner: the part outside the frame is the reference's grey
+    corner = crop_face(frame, 5.0, 5.0, 60.0, cs)
+    assert (corner[:20, :20] == PAD_VALUE).all() and corner.shape == (224, 224, 3)
+
+
+def test_raw_footage_check_reports_shots_and_tracks(stand_in_path, tmp_path):
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--json", str(report),
+                                       str(clip("synced_hdtf_katie_hill_01.mp4"))])
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(report.read_text())
+    assert r["shots"] == [{"start_s": 0.0, "end_s": 8.0}]
+    (track,) = r["tracks"]
+    assert set(track) >= {"id", "start_s", "end_s", "box", "offset_frames", "audio_delay_ms", "confidence", "speaking"}
+    assert track["end_s"] - track["start_s"] >= 7.5
+    x0, y0, x1, y1 = track["box"]
+    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    assert r["offset_frames"] in range(-15, 16) and r["audio_delay_ms"] == -40 * r["offset_frames"]
+    assert len(r["framewise_confidence"]) == 195
+    assert "1 face track(s)" in result.output
+
+
+def test_no_face_is_said_plainly(stand_in_path, ffmpeg_exe, tmp_path):
+    blank = tmp_path / "blank.mp4"
+    run_ffmpeg(ffmpeg_exe, "-f", "lavfi", "-i", "color=c=0x3060a0:s=640x360:d=3:r=25", "-f", "lavfi", "-i",
+               "sine=f=440:d=3", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(blank))
+    result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), str(blank)])
+    assert result.exit_code == 2
+    assert f"{blank}: no face found" in result.stderr
