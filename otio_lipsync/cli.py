@@ -101,11 +101,14 @@ def main():
 @click.option("--crop-scale", default=0.4, show_default=True, help="Raw footage: crop padding (reference 0.4).")
 @click.option("--shot-threshold", default=27.0, show_default=True,
               help="Raw footage: content change (mean HSV difference) that makes a cut.")
+@click.option("--annotate", metavar="OUT.mp4", default=None,
+              help="Raw footage: write a review video with face boxes, track ids, speaking state and offsets "
+                   "drawn on it (with several files: a folder, one video per file).")
 @click.option("--speaking-threshold", default=0.4, show_default=True,
               help="Raw footage: speaking probability above which a face counts as speaking.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
           threads, precision, audio_stream, quiet, detect_every, min_track, min_face, max_missed, crop_scale,
-          shot_threshold, speaking_threshold):
+          shot_threshold, annotate, speaking_threshold):
     """Measure the audio/video offset of each FILE.
 
     Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`.
@@ -122,6 +125,8 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     from .footage import FootageOptions, analyse_footage
     from .speakers import SpeakerOptions
 
+    if annotate and face_cropped:
+        _fail("--annotate draws face tracks: use it on raw footage (without --face-cropped)")
     if reference_decode and not face_cropped:
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     engine = load_engine(model_name, vshift, batch_size, threads, precision)
@@ -151,8 +156,14 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
                         bar.total = total
                         bar.update(done - bar.n)
 
-                    analysis = analyse_footage(path, engine, footage_options, detector=detector,
-                                               audio_stream=audio_stream, progress=progress)
+                    analysis, tracks = analyse_footage(path, engine, footage_options, detector=detector,
+                                                       audio_stream=audio_stream, progress=progress)
+                if annotate:
+                    from .annotate import write_review_video
+
+                    target = annotate_target(annotate, path, len(files))
+                    write_review_video(path, analysis, tracks, target, crop_scale=crop_scale)
+                    click.echo(f"{path}: review video written to {target}", file=sys.stderr)
         except LipsyncError as exc:
             failed += 1
             click.echo(f"{exc}", file=sys.stderr)
@@ -166,6 +177,15 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if failed:
         click.echo(f"lipsync: {failed} of {len(files)} file(s) could not be measured", err=True)
         sys.exit(EXIT_ERROR)
+
+
+def annotate_target(annotate: str, path: str, num_files: int) -> str:
+    """OUT.mp4 for one file; with several, a folder holding <stem>.review.mp4 per file."""
+    if num_files == 1 and not os.path.isdir(annotate):
+        return annotate
+    os.makedirs(annotate, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(annotate, f"{stem}.review.mp4")
 
 
 @main.group(invoke_without_command=True)

@@ -34,3 +34,7 @@ class TooShort(LipsyncError):
 
 class NoFace(LipsyncError):
     pass
+
+
+class OutputError(LipsyncError):
+    """An output that cannot be written (or would overwrite an input)."""

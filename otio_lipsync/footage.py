@@ -115,7 +115,8 @@ class FootageScan:
 
 def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | None = None,
                     detector: FaceDetector | None = None, audio_stream: int = 0,
-                    progress: Callable[[int, int], None] | None = None) -> Analysis:
+                    progress: Callable[[int, int], None] | None = None) -> tuple[Analysis, list[Track]]:
+    """-> (the Analysis, the kept tracks in its `tracks` order, for drawing them)."""
     scan = FootageScan(path, options, detector, audio_stream, progress)
     lookahead = scan.options.tracks.lookahead
     audio = _Audio()
@@ -166,8 +167,8 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
             on_crops(data)
         settle(final=False)
     settle(final=True)
-    kept = [(t, results[t.id]) for t in scan.kept_tracks() if t.id in results]
-    return _analysis(path, scan, kept, engine)
+    kept = sorted(((t, results[t.id]) for t in scan.kept_tracks() if t.id in results), key=lambda tr: tr[0].first)
+    return _analysis(path, scan, kept, engine), [t for t, _ in kept]
 
 
 def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]], engine: SyncEngine) -> Analysis:
@@ -175,7 +176,6 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
     shot_list = scan.shots.shots(num_frames)
     if not kept:
         raise NoFace(path, f"no face found: no usable face track in {num_frames} frames")
-    kept.sort(key=lambda tr: tr[0].first)
     masks = [speaking_mask(r.framewise_confidence, options.speakers) for _, r in kept]
     combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, engine.vshift)
     framewise = [None] * max(0, num_frames - 5)

@@ -144,8 +144,9 @@ def test_non_224_face_crops_are_resized(runner_model, ffmpeg_exe, tmp_path):
     assert json.loads(result.stdout)[0]["offset_frames"] == 5
 
 
-def test_without_face_cropped_it_says_what_is_missing(runner_model):
-    result = check("--model", runner_model, reference_input("vr5_adv5"))
+@pytest.mark.parametrize("flags", [["--reference-decode"], ["--face-cropped", "--annotate", "out.mp4"]])
+def test_options_that_need_the_other_mode_say_so(runner_model, flags):
+    result = check("--model", runner_model, *flags, reference_input("vr5_adv5"))
     assert result.exit_code == 2 and "--face-cropped" in result.stderr
 
 

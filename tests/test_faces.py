@@ -145,3 +145,30 @@ def test_no_face_is_said_plainly(stand_in_path, ffmpeg_exe, tmp_path):
     result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), str(blank)])
     assert result.exit_code == 2
     assert f"{blank}: no face found" in result.stderr
+
+
+def test_review_video_has_every_frame_and_the_audio(stand_in_path, tmp_path):
+    from otio_lipsync import media
+
+    src = clip("synced_hdtf_katie_hill_01.mp4")
+    before = src.stat().st_mtime_ns
+    review = tmp_path / "review.mp4"
+    result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--annotate", str(review), str(src)])
+    assert result.exit_code == 0, result.output
+    info = media.probe(str(review))
+    assert info.has_audio and (info.width, info.height) == (512, 512) and info.fps == 25
+    frames, audio = media.read_all(str(review))
+    assert len(frames) == 200 and abs(len(audio) - 8 * 16000) < 1600
+    source_frames, _ = media.read_all(str(src))
+    assert frames[100, 5:15, 300:500].mean() < 40 < source_frames[100, 5:15, 300:500].mean()  # the banner
+    assert src.stat().st_mtime_ns == before
+    assert [p.name for p in tmp_path.iterdir()] == ["review.mp4"]  # no temp files left
+
+
+def test_review_video_never_overwrites_its_input(stand_in_path, ffmpeg_exe, tmp_path):
+    src = tmp_path / "in.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_hdtf_katie_hill_01.mp4")), "-t", "3", "-c", "copy", str(src))
+    data = src.read_bytes()
+    result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--annotate", str(src), str(src)])
+    assert result.exit_code == 2 and "refusing to write the review video over its input" in result.stderr
+    assert src.read_bytes() == data
