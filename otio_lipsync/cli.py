@@ -91,7 +91,7 @@ def main():
                    "confidences move by up to ~1%. float32 keeps parity with syncnet_python.")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-file summary lines.")
-@click.option("--detect-every", default=1, show_default=True, metavar="N",
+@click.option("--detect-every", default=2, show_default=True, metavar="N",
               help="Raw footage: run the face detector on every N-th frame, track in between.")
 @click.option("--min-track", default=100, show_default=True, metavar="FRAMES",
               help="Raw footage: shortest face track kept (the reference's 100; a shorter shot needs half its length).")

@@ -22,11 +22,12 @@ from .speakers import SpeakerOptions, combine, segments, speaking_mask
 from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms
 
 FPS = media.ANALYSIS_FPS
+PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeFace's input is 192)
 
 
 @dataclass
 class FootageOptions:
-    detect_every: int = 1  # run the detector on every n-th frame; tracking interpolates between
+    detect_every: int = 2  # run the detector on every n-th frame; tracking interpolates between
     detector: str = "blazeface"
     tracks: TrackOptions = field(default_factory=TrackOptions)
     speakers: SpeakerOptions = field(default_factory=SpeakerOptions)
@@ -90,15 +91,25 @@ class FootageScan:
     def __iter__(self):
         out: dict = {}
         every = self.options.detect_every
-        for kind, data in media.decode(self.path, audio_stream=self.audio_stream, info_out=out):
+        previews = None
+        for kind, data in media.decode(self.path, audio_stream=self.audio_stream, info_out=out,
+                                       preview=PREVIEW_PX):
             self.info = out.get("info")
             if kind == "audio":
                 yield "audio", data
                 continue
-            for frame in data:
-                rgb = np.ascontiguousarray(frame[:, :, ::-1])
-                new_shot = self.shots.push(self.num_frames, rgb)
-                detections = self.detector.detect(rgb) if self.num_frames % every == 0 else None
+            if kind == "preview":  # small RGB copies of the next video chunk, for shots and detection
+                previews = data
+                continue
+            for frame, small in zip(data, previews):
+                new_shot = self.shots.push(self.num_frames, small)
+                detections = None
+                if self.num_frames % every == 0:
+                    detections = self.detector.detect(small)
+                    scale = np.array([frame.shape[1] / small.shape[1], frame.shape[0] / small.shape[0]])
+                    for d in detections:  # preview pixels -> source pixels
+                        d.box = d.box * np.tile(scale, 2)
+                        d.keypoints = d.keypoints * scale
                 events = self.tracker.push(self.num_frames, frame, detections, new_shot)
                 self.num_frames += 1
                 if events:

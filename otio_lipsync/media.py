@@ -166,11 +166,13 @@ class _FpsResampler:
 
 def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
            size: tuple[int, int] | None = None, audio_stream: int = 0,
-           info_out: dict | None = None) -> Iterator[tuple[str, np.ndarray]]:
+           info_out: dict | None = None, preview: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ("video", uint8 (n, H, W, 3) BGR) and ("audio", int16 (m,)) chunks in one demux pass.
 
-    size=(w, h) scales frames during the colour conversion. info_out, if given, receives the
-    MediaInfo under "info" before the first chunk and decoding counts under "stats" at the end.
+    size=(w, h) scales frames during the colour conversion. preview=N also yields, right before each
+    video chunk, ("preview", uint8 (n, h, w, 3) RGB) of the same frames with the longer side N px,
+    scaled by swscale (cheap), for detectors that never need full resolution. info_out, if given,
+    receives the MediaInfo under "info" before the first chunk and decoding counts under "stats".
     """
     container = open_container(path)
     try:
@@ -182,12 +184,12 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
                                 f"has no audio stream {audio_stream} (it has {info.audio_streams})")
         if info_out is not None:
             info_out["info"] = info
-        yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out)
+        yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview)
     finally:
         container.close()
 
 
-def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out):
+def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview):
     vstream = container.streams.video[0]
     astream = container.streams.audio[audio_stream]
     vstream.thread_type = "AUTO"
@@ -209,11 +211,30 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     if size is not None:
         interpolation = "AREA" if size[0] * size[1] < (info.width or 0) * (info.height or 0) else "BICUBIC"
 
+    if preview and info.width and info.height:
+        ratio = preview / max(info.width, info.height)
+        preview_size = (max(2, round(info.width * ratio)), max(2, round(info.height * ratio)))
+
     def to_image(frame):
         if size is None:
-            return frame.to_ndarray(format="bgr24")
-        return frame.reformat(width=size[0], height=size[1], format="bgr24",
-                              interpolation=interpolation).to_ndarray()
+            image = frame.to_ndarray(format="bgr24")
+        else:
+            image = frame.reformat(width=size[0], height=size[1], format="bgr24",
+                                   interpolation=interpolation).to_ndarray()
+        if not preview:
+            return image
+        small = frame.reformat(width=preview_size[0], height=preview_size[1], format="rgb24",
+                               interpolation="FAST_BILINEAR").to_ndarray()
+        return image, small
+
+    # big frames go out one at a time, as views: stacking 1080p frames would copy 6 MB each
+    chunk_frames = VIDEO_CHUNK_FRAMES if (info.width or 0) * (info.height or 0) <= 512 * 512 else 1
+
+    def video_chunks(images):
+        if preview:
+            yield "preview", _stack([small for _, small in images])
+            images = [image for image, _ in images]
+        yield "video", _stack(images)
 
     def audio_out(samples: np.ndarray):
         nonlocal audio_skip, audio_len
@@ -244,8 +265,8 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
                                 if getattr(frame, "duration", None) and frame.time_base else default_frame_s)
                     video_buf.extend(fps_resampler.push(to_image(frame), t - origin, duration))
                     last_t = t
-                    if len(video_buf) >= VIDEO_CHUNK_FRAMES:
-                        yield "video", np.stack(video_buf)
+                    if len(video_buf) >= chunk_frames:
+                        yield from video_chunks(video_buf)
                         video_buf = []
                 else:
                     if audio_skip is None:
@@ -274,12 +295,16 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
         raise UnreadableMedia(path, f"truncated: video data ends at {float(decoded):.2f} s of the "
                               f"{float(declared):.2f} s the container declares")
     video_buf.extend(fps_resampler.flush())
-    if video_buf:
-        yield "video", np.stack(video_buf)
+    for start in range(0, len(video_buf), chunk_frames):
+        yield from video_chunks(video_buf[start:start + chunk_frames])
     if audio_buf:
         yield "audio", np.concatenate(audio_buf)
     if info_out is not None:
         info_out["stats"] = {"frames_25fps": fps_resampler.next_slot, "bad_packets": bad_packets}
+
+
+def _stack(images: list[np.ndarray]) -> np.ndarray:
+    return images[0][None] if len(images) == 1 else np.stack(images)
 
 
 def read_all(path: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:

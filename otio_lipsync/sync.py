@@ -126,7 +126,10 @@ class SyncEngine:
         """Consume ("video", frames) / ("audio", samples) chunks, as `media.decode` yields them."""
         stream = self.stream(source)
         for kind, data in chunks:
-            (stream.feed_video if kind == "video" else stream.feed_audio)(data)
+            if kind == "video":
+                stream.feed_video(data)
+            elif kind == "audio":
+                stream.feed_audio(data)
         return stream.finish()
 
 
