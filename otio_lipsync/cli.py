@@ -91,6 +91,9 @@ def main():
                    "confidences move by up to ~1%. float32 keeps parity with syncnet_python.")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-file summary lines.")
+@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "face_alignment"]),
+              help="Raw footage: face detector. face_alignment (S3FD, the reference's) needs the optional extra "
+                   "and its weights placed by hand.")
 @click.option("--detect-every", default=2, show_default=True, metavar="N",
               help="Raw footage: run the face detector on every N-th frame, track in between.")
 @click.option("--min-track", default=100, show_default=True, metavar="FRAMES",
@@ -107,7 +110,7 @@ def main():
 @click.option("--speaking-threshold", default=0.4, show_default=True,
               help="Raw footage: speaking probability above which a face counts as speaking.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
-          threads, precision, audio_stream, quiet, detect_every, min_track, min_face, max_missed, crop_scale,
+          threads, precision, audio_stream, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
           shot_threshold, annotate, speaking_threshold):
     """Measure the audio/video offset of each FILE.
 
@@ -130,10 +133,10 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if reference_decode and not face_cropped:
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     engine = load_engine(model_name, vshift, batch_size, threads, precision)
-    detector = footage_options = None
+    detector_name, detector, footage_options = detector, None, None
     if not face_cropped:
         footage_options = FootageOptions(
-            detect_every=detect_every, shot_threshold=shot_threshold,
+            detect_every=detect_every, shot_threshold=shot_threshold, detector=detector_name,
             tracks=TrackOptions(max_missed=max_missed, min_track_frames=min_track, min_face_px=min_face,
                                 crop_scale=crop_scale),
             speakers=SpeakerOptions(threshold=speaking_threshold))

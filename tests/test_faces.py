@@ -172,3 +172,35 @@ def test_review_video_never_overwrites_its_input(stand_in_path, ffmpeg_exe, tmp_
     result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--annotate", str(src), str(src)])
     assert result.exit_code == 2 and "refusing to write the review video over its input" in result.stderr
     assert src.read_bytes() == data
+
+
+def test_face_alignment_backend_says_where_its_weights_go(tmp_path, monkeypatch, stand_in_path):
+    from otio_lipsync.faces.detectors import S3FD_FILE, S3FD_URL, DetectorUnavailable
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / S3FD_FILE
+    with pytest.raises(DetectorUnavailable) as info:
+        make_detector("face_alignment")
+    assert S3FD_URL in str(info.value) and str(expected) in str(info.value)
+    result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--detector", "face_alignment",
+                                       str(clip("synced_mead_m030_01.mp4"))])
+    assert result.exit_code == 2 and str(expected) in result.stderr
+
+
+def test_face_alignment_backend_loads_weights_placed_in_the_cache(tmp_path, monkeypatch):
+    """Random S3FD weights in the cache folder: the backend loads them (no download) and runs."""
+    sfd = pytest.importorskip("face_alignment.detection.sfd.net_s3fd",
+                              reason="face_alignment not installed: pip install 'otio-lipsync[face-alignment]'")
+    from otio_lipsync import media
+    from otio_lipsync.faces.detectors import S3FD_FILE, Detection, FaceAlignmentDetector
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / S3FD_FILE
+    weights.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(sfd.s3fd().state_dict(), weights)
+    detector = make_detector("face_alignment", min_score=0.0)
+    assert isinstance(detector, FaceAlignmentDetector) and detector.weights == weights
+    frames, _ = media.read_all(str(clip("synced_mead_m030_01.mp4")))
+    found = detector.detect(np.ascontiguousarray(frames[0][:, :, ::-1]))
+    assert isinstance(found, list) and all(isinstance(d, Detection) and np.isfinite(d.box).all() for d in found)

