@@ -204,3 +204,30 @@ def test_face_alignment_backend_loads_weights_placed_in_the_cache(tmp_path, monk
     frames, _ = media.read_all(str(clip("synced_mead_m030_01.mp4")))
     found = detector.detect(np.ascontiguousarray(frames[0][:, :, ::-1]))
     assert isinstance(found, list) and all(isinstance(d, Detection) and np.isfinite(d.box).all() for d in found)
+
+
+@pytest.mark.parametrize("kind, vf, extra", [
+    ("interlaced PAL SD", "scale=720:576,setsar=16/15,fps=50,tinterlace=interleave_top,fieldorder=tff",
+     ["-flags", "+ildct+ilme", "-x264opts", "tff=1"]),
+    ("vertical 9:16", "crop=270:480:292:0,scale=540:960", []),
+    ("4:3 letterboxed", "scale=640:360,pad=640:480:0:60", []),
+])
+def test_formats_editors_meet(detector, ffmpeg_exe, tmp_path, kind, vf, extra):
+    out = tmp_path / "format.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_mead_m030_01.mp4")), "-vf", vf, "-c:v", "libx264", "-preset",
+               "ultrafast", *extra, "-c:a", "copy", str(out))
+    s = scan(out, detector)
+    tracks = s.kept_tracks()
+    assert tracks, kind
+    assert max(t.last - t.first + 1 for t in tracks) / s.num_frames >= 0.9, kind
+
+
+def test_rotated_face_does_not_crash(stand_in_path, ffmpeg_exe, tmp_path):
+    """A face lying on its side: found or skipped, but always a clean answer."""
+    out = tmp_path / "rotated.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_mead_m030_01.mp4")), "-vf", "transpose=1", "-c:v", "libx264",
+               "-preset", "ultrafast", "-c:a", "copy", str(out))
+    result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--json", "-", str(out)])
+    assert result.exit_code in (0, 2) and "Traceback" not in result.output
+    entry = json.loads(result.stdout)[0]
+    assert ("tracks" in entry) or entry["error_type"] == "NoFace"
