@@ -11,7 +11,6 @@ For each: decoding alone, the faces stage alone (shots + BlazeFace + tracks + cr
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import DEFAULT_MODEL, machine, peak_rss_of  # noqa: E402
+from bench_sync import DEFAULT_MODEL, machine, peak_rss_of, write_results  # noqa: E402
 
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "clips" / "synced_w2lgfpgan_presenter_01.mp4"
 
@@ -74,10 +73,7 @@ def main():
             row["cli_wall_s"] = wall
             results["clips"][label] = row
             print(label, row, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "faces_cpu.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "faces_cpu.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, "faces_cpu", results, markdown(results))
 
 
 def markdown(r: dict) -> str:

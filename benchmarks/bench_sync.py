@@ -122,6 +122,14 @@ def looped(clip: Path, seconds: float, directory: Path, ffmpeg: str) -> Path:
     return out
 
 
+def write_results(directory: Path, stem: str, results: dict, table: str) -> None:
+    """<stem>.json (every number) and <stem>.md (the table the README quotes), and the table on stdout."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (directory / f"{stem}.md").write_text(table)
+    print(table)
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -222,10 +230,7 @@ def main():
             rss["reference_style_60s"] = {"peak_rss_mib": mib, "wall_s": wall, "exit": code}
         results["peak_rss"] = rss
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sync_cpu.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "sync_cpu.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.out, "sync_cpu", results, markdown(results))
 
 
 def markdown(r: dict) -> str:
