@@ -121,11 +121,10 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     """
     from tqdm import tqdm
 
-    from .analysis import analyse_file
     from .errors import LipsyncError
     from .faces.detectors import DetectorUnavailable, make_detector
     from .faces.tracks import TrackOptions
-    from .footage import FootageOptions, analyse_footage
+    from .footage import FootageOptions
     from .speakers import SpeakerOptions
 
     if annotate and face_cropped:
@@ -149,24 +148,14 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     for path in tqdm(files, desc="lipsync check", unit="file", disable=None if len(files) > 1 else True,
                      file=sys.stderr, leave=False):
         try:
-            if face_cropped:
-                analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg_path,
-                                           audio_stream=audio_stream)
-            else:
-                with tqdm(desc=os.path.basename(path), unit="frame", file=sys.stderr, leave=False,
-                          disable=None if not quiet else True) as bar:
-                    def progress(done, total, bar=bar):
-                        bar.total = total
-                        bar.update(done - bar.n)
+            analysis, tracks = measure(path, engine, face_cropped, footage_options, detector, audio_stream,
+                                       reference_decode=reference_decode, ffmpeg=ffmpeg_path, quiet=quiet)
+            if annotate:
+                from .annotate import write_review_video
 
-                    analysis, tracks = analyse_footage(path, engine, footage_options, detector=detector,
-                                                       audio_stream=audio_stream, progress=progress)
-                if annotate:
-                    from .annotate import write_review_video
-
-                    target = annotate_target(annotate, path, len(files))
-                    write_review_video(path, analysis, tracks, target, crop_scale=crop_scale)
-                    click.echo(f"{path}: review video written to {target}", file=sys.stderr)
+                target = annotate_target(annotate, path, len(files))
+                write_review_video(path, analysis, tracks, target, crop_scale=crop_scale)
+                click.echo(f"{path}: review video written to {target}", file=sys.stderr)
         except LipsyncError as exc:
             failed += 1
             click.echo(f"{exc}", file=sys.stderr)
@@ -180,6 +169,28 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if failed:
         click.echo(f"lipsync: {failed} of {len(files)} file(s) could not be measured", err=True)
         sys.exit(EXIT_ERROR)
+
+
+def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,
+            ffmpeg=None, quiet=False):
+    """One file through the right pipeline -> (Analysis, face tracks or None)."""
+    from tqdm import tqdm
+
+    from .analysis import analyse_file
+    from .footage import analyse_footage
+
+    if face_cropped:
+        analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
+                                   audio_stream=audio_stream)
+        return analysis, None
+    with tqdm(desc=os.path.basename(path), unit="frame", file=sys.stderr, leave=False,
+              disable=None if not quiet else True) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
+                               progress=progress)
 
 
 def annotate_target(annotate: str, path: str, num_files: int) -> str:
@@ -239,3 +250,72 @@ def models_download(name, url):
     finally:
         bar.close()
     click.echo(f"{name}: saved to {target}")
+
+
+@main.command()
+@click.argument("source", type=click.Path())
+@click.option("-o", "--output", "target", required=True, type=click.Path(), help="The corrected copy to write.")
+@click.option("--delay-ms", default="auto", show_default=True, metavar="auto|N",
+              help="Audio delay to remove, as `check` reports it (positive: the sound is late, so it is moved "
+                   "earlier). auto: measure SOURCE first.")
+@click.option("--method", type=click.Choice(["copy", "reencode"]), default="copy", show_default=True,
+              help="copy: shift the audio's timestamps, no re-encoding; reencode: atrim/adelay + apad, same duration.")
+@click.option("--dry-run", is_flag=True, help="Print the ffmpeg command and stop.")
+@click.option("--face-cropped", is_flag=True, help="Measure as face-cropped footage (see `check --help`).")
+@click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model for measuring (auto and residual).")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to shift.")
+@click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
+              help="ffmpeg binary (default: $FFMPEG_PATH, else imageio-ffmpeg's).")
+@click.option("--no-verify", is_flag=True, help="Do not re-measure OUT after writing it.")
+def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, precision, audio_stream, ffmpeg_path,
+        no_verify):
+    """Write a copy of SOURCE with its audio shifted into sync; the video is copied bit-exact.
+
+    \b
+    Examples:
+      lipsync fix in.mov -o fixed.mov                      # measure, then correct
+      lipsync fix in.mp4 -o fixed.mp4 --delay-ms 120       # the sound is 120 ms late
+      lipsync fix in.mxf -o fixed.mxf --delay-ms -40 --method reencode --dry-run
+    """
+    import shlex
+
+    from .errors import LipsyncError
+    from .ffmpeg_filter.fix import plan_fix, run_fix
+    from .footage import FootageOptions
+
+    engine = None
+    needs_model = delay_ms == "auto" or not (no_verify or dry_run)
+    detector = None
+    if needs_model:
+        engine = load_engine(model_name, 15, 16, None, precision)
+        if not face_cropped:
+            from .faces.detectors import DetectorUnavailable, make_detector
+
+            try:
+                detector = make_detector()
+            except DetectorUnavailable as exc:
+                _fail(str(exc))
+    try:
+        if delay_ms == "auto":
+            before, _ = measure(source, engine, face_cropped, FootageOptions(), detector, audio_stream)
+            shift = before.audio_delay_ms
+            click.echo(before.summary(), err=True)
+        else:
+            try:
+                shift = float(delay_ms)
+            except ValueError:
+                _fail(f"--delay-ms must be auto or a number of milliseconds, not {delay_ms!r}")
+        plan = plan_fix(source, target, shift, method, audio_stream=audio_stream, ffmpeg=ffmpeg_path)
+        if dry_run:
+            click.echo(shlex.join(plan.command + [target]))
+            return
+        run_fix(plan)
+        click.echo(f"{source}: audio moved {abs(shift):.0f} ms {'earlier' if shift > 0 else 'later'} "
+                   f"({method}) -> {target}")
+        if not no_verify:
+            after, _ = measure(target, engine, face_cropped, FootageOptions(), detector, 0)
+            click.echo(f"{target}: residual {after.audio_delay_ms:+.0f} ms "
+                       f"({after.offset_frames:+d} frames), confidence {after.confidence:.2f}")
+    except LipsyncError as exc:
+        _fail(str(exc))

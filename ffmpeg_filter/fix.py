@@ -1,0 +1,107 @@
+"""Write a corrected copy of a media file: the video stream(s) copied bit-exact, the audio shifted.
+
+`delay_ms` is the audio delay to remove, as `lipsync check` reports it in `audio_delay_ms`: positive
+means the sound comes after the picture, so the audio is moved that much earlier (negative: later).
+
+- method "copy": no re-encoding; the audio input is read with a timestamp offset (`-itsoffset`), so
+  only its timestamps change and the container records where it starts (players honour it);
+- method "reencode": the audio is re-encoded with `atrim` (earlier) or `adelay` (later), padded
+  (`apad`) and trimmed so it keeps the video's duration.
+Everything else (subtitles, data streams, chapters, metadata) is mapped through. The output is
+written to a temp file beside OUT and renamed, never over its input.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from ..errors import LipsyncError, NoAudioStream, NoVideoStream, OutputError
+from ..media import find_ffmpeg, probe
+
+METHODS = ("copy", "reencode")
+
+
+class FfmpegFailed(LipsyncError):
+    pass
+
+
+@dataclass
+class FixPlan:
+    source: str
+    target: str
+    delay_ms: float
+    method: str
+    command: list[str]  # with the temp output path in place of target
+
+
+def _audio_filter(shift_s: float, duration_s: float | None) -> str:
+    """Move audio earlier (shift > 0) or later (shift < 0) and keep the video's length."""
+    parts = []
+    if shift_s > 0:
+        parts += [f"atrim=start={shift_s:.6f}", "asetpts=PTS-STARTPTS"]
+    elif shift_s < 0:
+        parts += [f"adelay={-shift_s * 1000:.3f}:all=1"]
+    parts.append("apad")
+    if duration_s:
+        parts.append(f"atrim=end={duration_s:.6f}")
+    return ",".join(parts)
+
+
+def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", audio_stream: int = 0,
+             ffmpeg: str | None = None, audio_codec: str = "aac") -> FixPlan:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}")
+    if os.path.exists(target) and os.path.exists(source) and os.path.samefile(source, target):
+        raise OutputError(target, "is the input: refusing to overwrite it (choose another -o)")
+    info = probe(source, audio_stream)
+    if not info.has_video:
+        raise NoVideoStream(source, "has no video stream")
+    if not info.has_audio:
+        raise NoAudioStream(source, "has no audio stream")
+    exe = find_ffmpeg(ffmpeg)
+    shift_s = delay_ms / 1000.0
+    cmd = [exe, "-nostdin", "-v", "error", "-y", "-i", source]
+    if method == "copy":
+        cmd += ["-itsoffset", f"{-shift_s:.6f}", "-i", source,
+                "-map", "0:v", "-map", f"1:a:{audio_stream}", "-map", "0:s?", "-map", "0:d?",
+                "-c", "copy"]
+    else:
+        cmd += ["-map", "0:v", "-map", f"0:a:{audio_stream}", "-map", "0:s?", "-map", "0:d?",
+                "-c", "copy", "-filter:a", _audio_filter(shift_s, info.duration_s), "-c:a", audio_codec]
+    cmd += ["-map_metadata", "0", "-map_chapters", "0"]
+    return FixPlan(source, target, delay_ms, method, cmd)
+
+
+def run_fix(plan: FixPlan) -> str:
+    """Run the plan into a temp file beside the target and rename it into place."""
+    directory = os.path.dirname(os.path.abspath(plan.target))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise OutputError(plan.target, f"cannot write into {directory}")
+    suffix = os.path.splitext(plan.target)[1] or ".mp4"
+    fd, tmp = tempfile.mkstemp(prefix=".lipsync-fix-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        try:
+            proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True)
+        except OSError as exc:
+            raise FfmpegFailed(plan.source, f"cannot run ffmpeg ({exc})") from None
+        if proc.returncode != 0:
+            reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+            raise FfmpegFailed(plan.source, f"ffmpeg failed: {reason}")
+        os.replace(tmp, plan.target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return plan.target
+
+
+def video_hashes(path: str, ffmpeg: str | None = None) -> list[str]:
+    """md5 of every video stream's packet data (what `-c copy` must leave untouched)."""
+    proc = subprocess.run([find_ffmpeg(ffmpeg), "-nostdin", "-v", "error", "-i", path, "-map", "0:v", "-c", "copy",
+                           "-f", "streamhash", "-hash", "md5", "-"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FfmpegFailed(path, f"ffmpeg streamhash failed: {proc.stderr.strip()[-200:]}")
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
