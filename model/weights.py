@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,7 @@ def _read(path: Path):
         warnings.simplefilter("ignore")  # old pickle protocols make torch warn; the error path says enough
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except __import__("pickle").UnpicklingError as exc:
+        except pickle.UnpicklingError as exc:
             msg = _first_line(exc)
             if "Weights only load failed" in msg:
                 raise BadWeights(path, "not a plain weights file: it holds objects that would run code "

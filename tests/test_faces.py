@@ -19,7 +19,7 @@ from otio_lipsync.faces.detectors import BlazeFaceDetector, make_detector
 from otio_lipsync.faces.tracks import PAD_VALUE, crop_face
 from otio_lipsync.footage import FootageScan
 
-from .conftest import CLIPS, clip, need, run_ffmpeg
+from .conftest import CLIPS, clip, run_ffmpeg
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def test_resampling_to_25fps_matches_ffmpeg_fps_filter(ffmpeg_exe, name):
 
 @pytest.mark.parametrize("rate", ["24000/1001", "24", "60000/1001"])
 def test_resampling_of_film_and_high_rates(ffmpeg_exe, tmp_path, rate):
-    src = tmp_path / f"rate.mp4"
+    src = tmp_path / "rate.mp4"
     run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr2_sync")), "-vf", f"fps={rate}", "-c:v", "libx264",
                "-preset", "ultrafast", "-c:a", "copy", str(src))
     assert media.probe(str(src)).fps == pytest.approx(eval(rate), rel=1e-3)
