@@ -206,6 +206,7 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
             "confidence": round(r.confidence, 6),
             "min_distance": round(r.min_distance, 6),
             "num_windows": r.num_windows,
+            "framewise_confidence": [round(float(v), 6) for v in r.framewise_confidence],  # from start_s on
             "speaking": segments(mask, track.first),
         })
     model = engine.model.describe() if engine.model else {"name": "unnamed", "sha256": None}

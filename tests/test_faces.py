@@ -131,6 +131,7 @@ def test_raw_footage_check_reports_shots_and_tracks(stand_in_path, tmp_path):
     (track,) = r["tracks"]
     assert set(track) >= {"id", "start_s", "end_s", "box", "offset_frames", "audio_delay_ms", "confidence", "speaking"}
     assert track["end_s"] - track["start_s"] >= 7.5
+    assert len(track["framewise_confidence"]) == track["num_windows"] == round(25 * (track["end_s"] - track["start_s"])) - 5
     x0, y0, x1, y1 = track["box"]
     assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
     assert r["offset_frames"] in range(-15, 16) and r["audio_delay_ms"] == -40 * r["offset_frames"]
