@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 
 from ..errors import LipsyncError, NoAudioStream, NoVideoStream, OutputError
 from ..media import find_ffmpeg, probe
+from ..outputs import atomic_output
 
 METHODS = ("copy", "reencode")
 
@@ -77,13 +77,7 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
 
 def run_fix(plan: FixPlan) -> str:
     """Run the plan into a temp file beside the target and rename it into place."""
-    directory = os.path.dirname(os.path.abspath(plan.target))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise OutputError(plan.target, f"cannot write into {directory}")
-    suffix = os.path.splitext(plan.target)[1] or ".mp4"
-    fd, tmp = tempfile.mkstemp(prefix=".lipsync-fix-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(plan.target) as tmp:
         try:
             proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True)
         except OSError as exc:
@@ -91,10 +85,6 @@ def run_fix(plan: FixPlan) -> str:
         if proc.returncode != 0:
             reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
             raise FfmpegFailed(plan.source, f"ffmpeg failed: {reason}")
-        os.replace(tmp, plan.target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return plan.target
 
 

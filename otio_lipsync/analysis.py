@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from . import __version__, media
+from .drift import sliding_offsets
 from .model.syncnet import CROP_SIZE
 from .sync import SyncEngine, SyncResult, audio_delay_ms
 
@@ -34,6 +37,7 @@ class Analysis:
     shots: list[dict] | None = None  # raw footage only: [{start_s, end_s}]
     tracks: list[dict] | None = None  # raw footage only: one entry per face track
     basis: str | None = None  # raw footage: "speaking" (offset from speaking faces) or "all-tracks"
+    drift: dict | None = None  # offsets over time, ms/minute, verdict (see drift.py)
     tool: dict = field(default_factory=lambda: {"name": "otio-lipsync", "version": __version__})
     schema: str = SCHEMA
 
@@ -60,6 +64,8 @@ def _finite(x: float) -> float:
 
 def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | None, model: dict,
                        decode: str, precision: str = "float32") -> Analysis:
+    n = result.num_windows
+    drift = sliding_offsets(result.dists, np.arange(n), np.ones(n), result.vshift).to_dict()
     return Analysis(
         file=path,
         offset_frames=result.offset_frames,
@@ -74,6 +80,7 @@ def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | No
         vshift=result.vshift,
         decode=decode,
         precision=precision,
+        drift=drift,
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
     )
 

@@ -19,6 +19,7 @@ from . import media
 from .analysis import Analysis
 from .errors import OutputError
 from .faces.tracks import Track
+from .outputs import atomic_output
 
 SPEAKING = (40, 220, 90)
 SILENT = (170, 170, 170)
@@ -58,22 +59,18 @@ def write_review_video(source: str, analysis: Analysis, tracks: list[Track], tar
             boxes.setdefault(int(f), []).append((number, box))
     fd, silent_video = tempfile.mkstemp(prefix=".lipsync-review-", suffix=".mp4", dir=directory)
     os.close(fd)
-    fd, muxed = tempfile.mkstemp(prefix=".lipsync-review-", suffix=".mp4", dir=directory)
-    os.close(fd)
     try:
         _render(source, analysis, boxes, silent_video)
         exe = media.find_ffmpeg(ffmpeg)
         start = (analysis.media or {}).get("video_start_s") or 0.0
-        cmd = [exe, "-nostdin", "-v", "error", "-y", "-i", silent_video, "-ss", f"{start:.6f}", "-i", source,
-               "-map", "0:v", "-map", "1:a:0?", "-c:v", "copy", "-c:a", "aac", "-shortest", muxed]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise OutputError(target, f"ffmpeg could not mux the review video ({proc.stderr.strip()[-200:]})")
-        os.replace(muxed, target)
+        with atomic_output(target, ".mp4") as muxed:
+            cmd = [exe, "-nostdin", "-v", "error", "-y", "-i", silent_video, "-ss", f"{start:.6f}", "-i", source,
+                   "-map", "0:v", "-map", "1:a:0?", "-c:v", "copy", "-c:a", "aac", "-shortest", muxed]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise OutputError(target, f"ffmpeg could not mux the review video ({proc.stderr.strip()[-200:]})")
     finally:
-        for tmp in (silent_video, muxed):
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        os.unlink(silent_video)
     return target
 
 

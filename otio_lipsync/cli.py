@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 import click
 
 from . import __version__
 
 EXIT_OK = 0
-EXIT_ERROR = 2  # bad input or bad model (1 is kept for "measured, but out of tolerance")
+EXIT_FAIL = 1  # measured, but out of the --standard's tolerance
+EXIT_ERROR = 2  # bad input or bad model
 
 
 def _fail(message: str) -> None:
@@ -27,15 +27,10 @@ def write_json_atomic(path: str, payload) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".lipsync-", suffix=".json.part", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .outputs import atomic_output
+
+    with atomic_output(path, ".json") as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def load_engine(model_name: str | None, vshift: int, batch_size: int, threads: int | None,
@@ -107,17 +102,26 @@ def main():
 @click.option("--annotate", metavar="OUT.mp4", default=None,
               help="Raw footage: write a review video with face boxes, track ids, speaking state and offsets "
                    "drawn on it (with several files: a folder, one video per file).")
+@click.option("--standard", type=click.Choice(["ebu-r37", "bt1359", "atsc-is191"]), default=None,
+              help="QC verdict against a timing standard: exit 0 when every file passes, 1 when any fails, "
+                   "2 when any could not be measured.")
+@click.option("--plot", "plot_path", metavar="PNG", default=None,
+              help="Draw offset and confidence over time (with several files: a folder, one PNG per file).")
 @click.option("--speaking-threshold", default=0.4, show_default=True,
               help="Raw footage: speaking probability above which a face counts as speaking.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
           threads, precision, audio_stream, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
-          shot_threshold, annotate, speaking_threshold):
+          shot_threshold, annotate, standard, plot_path, speaking_threshold):
     """Measure the audio/video offset of each FILE.
 
-    Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`.
-    offset_frames follows syncnet_python's sign (negative: the audio lags); audio_delay_ms is positive
-    when the sound comes after the picture. Exit code 0 when every file was measured, 2 when any
-    could not be (each failure is reported on its own line and the other files are still measured).
+    Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`,
+    and the drift over time when the file is long enough to tell. offset_frames follows syncnet_python's
+    sign (negative: the audio lags); audio_delay_ms is positive when the sound comes after the picture.
+    FILE may be `-` to read a stream from stdin (e.g. `ffmpeg -i in.mxf -f matroska - | lipsync check -`).
+
+    Exit code 0 when every file was measured (and, with --standard, passed), 1 when a measured file
+    failed the --standard, 2 when any could not be measured (each failure is reported on its own line
+    and the other files are still measured).
     """
     from tqdm import tqdm
 
@@ -143,8 +147,11 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
             detector = make_detector(footage_options.detector)
         except DetectorUnavailable as exc:
             _fail(str(exc))
+    from .ffmpeg_filter import qc
+
+    qc_standard = qc.STANDARDS[standard] if standard else None
     human = sys.stderr if json_path == "-" else sys.stdout
-    results, failed = [], 0
+    results, failed, out_of_tolerance = [], 0, 0
     for path in tqdm(files, desc="lipsync check", unit="file", disable=None if len(files) > 1 else True,
                      file=sys.stderr, leave=False):
         try:
@@ -153,22 +160,39 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
             if annotate:
                 from .annotate import write_review_video
 
-                target = annotate_target(annotate, path, len(files))
+                target = per_file_target(annotate, path, len(files), ".review.mp4")
                 write_review_video(path, analysis, tracks, target, crop_scale=crop_scale)
                 click.echo(f"{path}: review video written to {target}", file=sys.stderr)
+            if plot_path:
+                from .ffmpeg_filter.plot import plot_analysis
+
+                plot_analysis(analysis, per_file_target(plot_path, path, len(files), ".png"), qc_standard)
         except LipsyncError as exc:
             failed += 1
             click.echo(f"{exc}", file=sys.stderr)
             results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
             continue
-        results.append(analysis.to_dict())
+        entry = analysis.to_dict()
+        if qc_standard:
+            entry["qc"] = qc.verdict(qc_standard, analysis.audio_delay_ms, analysis.drift)
+            out_of_tolerance += not entry["qc"]["pass"]
+        results.append(entry)
         if not quiet:
             click.echo(analysis.summary(), file=human)
+            if analysis.drift and analysis.drift["verdict"] != "insufficient":
+                from .drift import Drift
+
+                click.echo(f"  {Drift(**analysis.drift).describe()}", file=human)
+            if qc_standard:
+                click.echo(f"  {qc.describe(entry['qc'])}", file=human)
     if json_path:
         write_json_atomic(json_path, results)
     if failed:
         click.echo(f"lipsync: {failed} of {len(files)} file(s) could not be measured", err=True)
         sys.exit(EXIT_ERROR)
+    if out_of_tolerance:
+        click.echo(f"lipsync: {out_of_tolerance} of {len(files)} file(s) fail {qc_standard.name}", err=True)
+        sys.exit(EXIT_FAIL)
 
 
 def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,
@@ -193,13 +217,13 @@ def measure(path, engine, face_cropped, footage_options, detector, audio_stream=
                                progress=progress)
 
 
-def annotate_target(annotate: str, path: str, num_files: int) -> str:
-    """OUT.mp4 for one file; with several, a folder holding <stem>.review.mp4 per file."""
-    if num_files == 1 and not os.path.isdir(annotate):
-        return annotate
-    os.makedirs(annotate, exist_ok=True)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return os.path.join(annotate, f"{stem}.review.mp4")
+def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:
+    """The option's file for one input; with several (or a folder given), <stem><suffix> in that folder."""
+    if num_files == 1 and not os.path.isdir(option):
+        return option
+    os.makedirs(option, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(path))[0] if path != "-" else "stdin"
+    return os.path.join(option, f"{stem}{suffix}")
 
 
 @main.group(invoke_without_command=True)

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import media
 from .analysis import Analysis
+from .drift import sliding_offsets
 from .errors import NoFace, TooShort
 from .faces.detectors import FaceDetector, make_detector
 from .faces.shots import ShotDetector
@@ -189,6 +190,7 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
         raise NoFace(path, f"no face found: no usable face track in {num_frames} frames")
     masks = [speaking_mask(r.framewise_confidence, options.speakers) for _, r in kept]
     combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, engine.vshift)
+    drift = _drift(kept, masks, combined.basis, engine.vshift)
     framewise = [None] * max(0, num_frames - 5)
     tracks = []
     for number, ((track, r), mask) in enumerate(zip(kept, masks)):
@@ -218,5 +220,16 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
         vshift=engine.vshift, decode="direct", precision=engine.precision,
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
         shots=[{"start_s": round(a / FPS, 3), "end_s": round(b / FPS, 3)} for a, b in shot_list],
-        tracks=tracks, basis=combined.basis,
+        tracks=tracks, basis=combined.basis, drift=drift,
     )
+
+
+def _drift(kept, masks, basis: str, vshift: int) -> dict:
+    """Offsets over time from the same windows the file's offset used (speaking ones, if any)."""
+    rows, starts, weights = [], [], []
+    for (track, r), mask in zip(kept, masks):
+        use = mask if basis == "speaking" else np.ones_like(mask, bool)
+        rows.append(r.dists)
+        starts.append(track.first + np.arange(r.num_windows))
+        weights.append(np.where(use, np.clip(r.framewise_confidence, 1e-3, None), 0.0))
+    return sliding_offsets(np.concatenate(rows), np.concatenate(starts), np.concatenate(weights), vshift).to_dict()

@@ -133,6 +133,9 @@ def test_json_report_is_never_half_written(runner_model, tmp_path):
     assert result.exit_code == 0
     assert json.loads(report.read_text())[0]["offset_frames"] == 5
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert report.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not a private temp file
 
 
 def test_non_224_face_crops_are_resized(runner_model, ffmpeg_exe, tmp_path):
