@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 import click
 
@@ -296,6 +299,9 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
         no_verify):
     """Write a copy of SOURCE with its audio shifted into sync; the video is copied bit-exact.
 
+    SOURCE and OUTPUT may be `-` (stdin / stdout, Matroska on stdout) to sit in an ffmpeg pipe:
+    `ffmpeg -i in.mxf -c copy -f matroska - | lipsync fix - -o - | ffmpeg -i - ...`
+
     \b
     Examples:
       lipsync fix in.mov -o fixed.mov                      # measure, then correct
@@ -320,26 +326,39 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
                 detector = make_detector()
             except DetectorUnavailable as exc:
                 _fail(str(exc))
+    say = functools.partial(click.echo, err=target == "-")  # stdout may be the video itself
     try:
-        if delay_ms == "auto":
-            before, _ = measure(source, engine, face_cropped, FootageOptions(), detector, audio_stream)
-            shift = before.audio_delay_ms
-            click.echo(before.summary(), err=True)
-        else:
-            try:
-                shift = float(delay_ms)
-            except ValueError:
-                _fail(f"--delay-ms must be auto or a number of milliseconds, not {delay_ms!r}")
-        plan = plan_fix(source, target, shift, method, audio_stream=audio_stream, ffmpeg=ffmpeg_path)
-        if dry_run:
-            click.echo(shlex.join(plan.command + [target]))
-            return
-        run_fix(plan)
-        click.echo(f"{source}: audio moved {abs(shift):.0f} ms {'earlier' if shift > 0 else 'later'} "
-                   f"({method}) -> {target}")
-        if not no_verify:
-            after, _ = measure(target, engine, face_cropped, FootageOptions(), detector, 0)
-            click.echo(f"{target}: residual {after.audio_delay_ms:+.0f} ms "
-                       f"({after.offset_frames:+d} frames), confidence {after.confidence:.2f}")
+        with tempfile.TemporaryDirectory(prefix="lipsync-fix-") as work:
+            source_path, target_path = source, target
+            if source == "-":  # a pipe can be read once; measuring and writing both need it
+                source_path = os.path.join(work, "stdin.mkv")
+                with open(source_path, "wb") as spool:
+                    shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+            if target == "-":
+                target_path = os.path.join(work, "out.mkv")
+            if delay_ms == "auto":
+                before, _ = measure(source_path, engine, face_cropped, FootageOptions(), detector, audio_stream)
+                shift = before.audio_delay_ms
+                click.echo(before.summary().replace(source_path, source, 1), err=True)
+            else:
+                try:
+                    shift = float(delay_ms)
+                except ValueError:
+                    _fail(f"--delay-ms must be auto or a number of milliseconds, not {delay_ms!r}")
+            plan = plan_fix(source_path, target_path, shift, method, audio_stream=audio_stream, ffmpeg=ffmpeg_path)
+            if dry_run:
+                click.echo(shlex.join(plan.command + [target_path]))
+                return
+            run_fix(plan)
+            say(f"{source}: audio moved {abs(shift):.0f} ms {'earlier' if shift > 0 else 'later'} "
+                f"({method}) -> {target}")
+            if not no_verify:
+                after, _ = measure(target_path, engine, face_cropped, FootageOptions(), detector, 0)
+                say(f"{target}: residual {after.audio_delay_ms:+.0f} ms "
+                    f"({after.offset_frames:+d} frames), confidence {after.confidence:.2f}")
+            if target == "-":
+                with open(target_path, "rb") as done:
+                    shutil.copyfileobj(done, sys.stdout.buffer, 1 << 20)
+                sys.stdout.buffer.flush()
     except LipsyncError as exc:
         _fail(str(exc))

@@ -104,3 +104,22 @@ def test_bad_fixes_are_refused_cleanly(ffmpeg_exe, late_120, tmp_path, monkeypat
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert after == before  # the input untouched, nothing half-written left behind
+
+
+def test_fix_as_a_filter_in_a_pipe(stand_in_path, ffmpeg_exe, late_120, tmp_path):
+    """ffmpeg ... -f matroska - | lipsync fix - -o - > fixed.mkv: stdout carries only the video file."""
+    import subprocess
+    import sys
+
+    feed = subprocess.Popen([ffmpeg_exe, "-nostdin", "-v", "error", "-i", str(late_120), "-c", "copy", "-f",
+                             "matroska", "-"], stdout=subprocess.PIPE)
+    out = tmp_path / "piped.mkv"
+    with open(out, "wb") as sink:
+        proc = subprocess.run([sys.executable, "-m", "otio_lipsync", "fix", "-", "-o", "-", "--face-cropped",
+                               "--model", str(stand_in_path)], stdin=feed.stdout, stdout=sink,
+                              stderr=subprocess.PIPE, text=True)
+    feed.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert "-: residual +0 ms (+0 frames)" in proc.stderr
+    assert media.probe(str(out)).container == "matroska,webm"
+    assert video_hashes(str(out)) == video_hashes(str(late_120))
