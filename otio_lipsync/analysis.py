@@ -86,7 +86,8 @@ def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | No
 
 
 def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
-                 ffmpeg: str | None = None, audio_stream: int = 0) -> tuple[Analysis, SyncResult]:
+                 ffmpeg: str | None = None, audio_stream: int = 0,
+                 channel: int | None = None) -> tuple[Analysis, SyncResult]:
     """Face-cropped analysis of one file (frames not 224x224 are resized); raises a LipsyncError
     subclass on bad input."""
     model = engine.model.describe() if engine.model else {"name": "unnamed", "sha256": None}
@@ -96,7 +97,8 @@ def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
         result = engine.analyse(chunks, source=path)
         return analysis_from_sync(path, result, info, model, "reference", engine.precision), result
     out: dict = {}
-    chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out)
+    chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out,
+                          channel=channel)
     result = engine.analyse(chunks, source=path)
     return analysis_from_sync(path, result, out.get("info"), model, "direct", engine.precision), result
 

@@ -88,6 +88,9 @@ def main():
               help="bfloat16 runs the lip tower ~1.4x faster on CPUs with native bf16 (AVX512-BF16/AMX); "
                    "confidences move by up to ~1%. float32 keeps parity with syncnet_python.")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
+@click.option("--channel", type=int, default=None, metavar="N",
+              help="Analyse channel N (from 0) of that stream alone, e.g. the dialogue channel of a 5.1 mix or "
+                   "one language of a dual-mono track. Default: the mono downmix of all channels.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-file summary lines.")
 @click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "face_alignment"]),
               help="Raw footage: face detector. face_alignment (S3FD, the reference's) needs the optional extra "
@@ -113,7 +116,7 @@ def main():
 @click.option("--speaking-threshold", default=0.4, show_default=True,
               help="Raw footage: speaking probability above which a face counts as speaking.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
-          threads, precision, audio_stream, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
+          threads, precision, audio_stream, channel, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
           shot_threshold, annotate, standard, plot_path, speaking_threshold):
     """Measure the audio/video offset of each FILE.
 
@@ -136,6 +139,8 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
 
     if annotate and face_cropped:
         _fail("--annotate draws face tracks: use it on raw footage (without --face-cropped)")
+    if reference_decode and channel is not None:
+        _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
     if reference_decode and not face_cropped:
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     engine = load_engine(model_name, vshift, batch_size, threads, precision)
@@ -159,7 +164,8 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
                      file=sys.stderr, leave=False):
         try:
             analysis, tracks = measure(path, engine, face_cropped, footage_options, detector, audio_stream,
-                                       reference_decode=reference_decode, ffmpeg=ffmpeg_path, quiet=quiet)
+                                       reference_decode=reference_decode, ffmpeg=ffmpeg_path, quiet=quiet,
+                                       channel=channel)
             if annotate:
                 from .annotate import write_review_video
 
@@ -199,7 +205,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
 
 
 def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,
-            ffmpeg=None, quiet=False):
+            ffmpeg=None, quiet=False, channel=None):
     """One file through the right pipeline -> (Analysis, face tracks or None)."""
     from tqdm import tqdm
 
@@ -208,7 +214,7 @@ def measure(path, engine, face_cropped, footage_options, detector, audio_stream=
 
     if face_cropped:
         analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
-                                   audio_stream=audio_stream)
+                                   audio_stream=audio_stream, channel=channel)
         return analysis, None
     with tqdm(desc=os.path.basename(path), unit="frame", file=sys.stderr, leave=False,
               disable=None if not quiet else True) as bar:
@@ -217,7 +223,7 @@ def measure(path, engine, face_cropped, footage_options, detector, audio_stream=
             bar.update(done - bar.n)
 
         return analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                               progress=progress)
+                               progress=progress, channel=channel)
 
 
 def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:

@@ -78,8 +78,10 @@ class FootageScan:
     tracks and cuts. `progress(done, total)` is called after each decoded chunk."""
 
     def __init__(self, path: str, options: FootageOptions | None = None, detector: FaceDetector | None = None,
-                 audio_stream: int = 0, progress: Callable[[int, int], None] | None = None):
+                 audio_stream: int = 0, progress: Callable[[int, int], None] | None = None,
+                 channel: int | None = None):
         self.path = path
+        self.channel = channel
         self.options = options or FootageOptions()
         self.detector = detector or make_detector(self.options.detector)
         self.tracker = FaceTracker(self.options.tracks)
@@ -94,7 +96,7 @@ class FootageScan:
         every = self.options.detect_every
         previews = None
         for kind, data in media.decode(self.path, audio_stream=self.audio_stream, info_out=out,
-                                       preview=PREVIEW_PX):
+                                       preview=PREVIEW_PX, channel=self.channel):
             self.info = out.get("info")
             if kind == "audio":
                 yield "audio", data
@@ -127,9 +129,10 @@ class FootageScan:
 
 def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | None = None,
                     detector: FaceDetector | None = None, audio_stream: int = 0,
-                    progress: Callable[[int, int], None] | None = None) -> tuple[Analysis, list[Track]]:
+                    progress: Callable[[int, int], None] | None = None,
+                    channel: int | None = None) -> tuple[Analysis, list[Track]]:
     """-> (the Analysis, the kept tracks in its `tracks` order, for drawing them)."""
-    scan = FootageScan(path, options, detector, audio_stream, progress)
+    scan = FootageScan(path, options, detector, audio_stream, progress, channel)
     lookahead = scan.options.tracks.lookahead
     audio = _Audio()
     syncs: dict[int, _TrackSync] = {}

@@ -166,10 +166,12 @@ class _FpsResampler:
 
 def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
            size: tuple[int, int] | None = None, audio_stream: int = 0,
-           info_out: dict | None = None, preview: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+           info_out: dict | None = None, preview: int | None = None,
+           channel: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ("video", uint8 (n, H, W, 3) BGR) and ("audio", int16 (m,)) chunks in one demux pass.
 
-    size=(w, h) scales frames during the colour conversion. preview=N also yields, right before each
+    size=(w, h) scales frames during the colour conversion. channel=N analyses that channel of the audio
+    stream alone (default: the mono downmix of all channels). preview=N also yields, right before each
     video chunk, ("preview", uint8 (n, h, w, 3) RGB) of the same frames with the longer side N px,
     scaled by swscale (cheap), for detectors that never need full resolution. info_out, if given,
     receives the MediaInfo under "info" before the first chunk and decoding counts under "stats".
@@ -182,14 +184,27 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
         if not info.has_audio:
             raise NoAudioStream(path, "has no audio stream" if info.audio_streams == 0 else
                                 f"has no audio stream {audio_stream} (it has {info.audio_streams})")
+        if channel is not None and not 0 <= channel < (info.audio_channels or 0):
+            raise NoAudioStream(path, f"has no audio channel {channel} (audio stream {audio_stream} has "
+                                f"{info.audio_channels} channel(s), numbered from 0)")
         if info_out is not None:
             info_out["info"] = info
-        yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview)
+        yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview,
+                                channel)
     finally:
         container.close()
 
 
-def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview):
+def _one_channel(frame, channel: int):
+    """A mono AudioFrame holding one channel of `frame` (planar or interleaved), same time and rate."""
+    data = frame.to_ndarray()
+    samples = data[channel] if frame.format.is_planar else data.reshape(-1, len(frame.layout.channels))[:, channel]
+    mono = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples)[None, :], format=frame.format.name, layout="mono")
+    mono.sample_rate, mono.pts, mono.time_base = frame.sample_rate, frame.pts, frame.time_base
+    return mono
+
+
+def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview, channel):
     vstream = container.streams.video[0]
     astream = container.streams.audio[audio_stream]
     vstream.thread_type = "AUTO"
@@ -277,7 +292,7 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
                             audio_buf.append(np.zeros(-audio_skip, dtype=np.int16))
                             audio_len += -audio_skip
                             audio_skip = 0
-                    for out in resampler.resample(frame):
+                    for out in resampler.resample(frame if channel is None else _one_channel(frame, channel)):
                         audio_out(out.to_ndarray().reshape(-1))
                     if audio_len >= AUDIO_CHUNK_SAMPLES:
                         yield "audio", np.concatenate(audio_buf)

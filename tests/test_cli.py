@@ -204,3 +204,21 @@ def test_download_from_a_local_server_then_check_by_name(empty_model_cache, stan
         server.shutdown()
     result = check("--face-cropped", "--model", "syncnet_v2", "--json", "-", reference_input("vr5_adv5"))
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["model"]["name"] == "syncnet_v2"
+
+
+def test_channel_picks_one_channel_of_a_multichannel_stream(runner_model, ffmpeg_exe, tmp_path):
+    """Left: the clip's dialogue (audio 120 ms late); right: silence. The default mono mix and channel 0
+    find the dialogue; channel 1 has nothing to sync to; a channel that does not exist is an error."""
+    stereo = tmp_path / "dialogue_left.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_aoc_delay3")), "-c:v", "copy",
+               "-af", "pan=stereo|c0=c0|c1=0*c0", "-c:a", "aac", str(stereo))
+    results = {}
+    for channel in (None, 0, 1):
+        extra = [] if channel is None else ["--channel", str(channel)]
+        result = check("--face-cropped", "--model", runner_model, "--json", "-", *extra, stereo)
+        assert result.exit_code == 0, result.output
+        results[channel] = json.loads(result.stdout)[0]
+    assert results[None]["offset_frames"] == results[0]["offset_frames"] == -3
+    assert results[0]["confidence"] > 10 > 1 > results[1]["confidence"]
+    missing = check("--face-cropped", "--model", runner_model, "--channel", "5", stereo)
+    assert missing.exit_code == 2 and "has no audio channel 5" in missing.stderr
