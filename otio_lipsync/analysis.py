@@ -44,14 +44,16 @@ class Analysis:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def offset_words(self) -> str:
+        """`in sync`, `audio 120 ms late` or `audio 200 ms early`."""
+        if self.offset_frames == 0:
+            return "in sync"
+        return f"audio {abs(self.audio_delay_ms):.0f} ms {'late' if self.audio_delay_ms > 0 else 'early'}"
+
     def summary(self) -> str:
         """One human line, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`."""
         frames = f"{self.offset_frames:+d} frames" if self.offset_frames else "0 frames"
-        if self.offset_frames == 0:
-            what = "in sync"
-        else:
-            what = f"audio {abs(self.audio_delay_ms):.0f} ms {'late' if self.audio_delay_ms > 0 else 'early'}"
-        line = f"{self.file}: {what} ({frames} at 25 fps), confidence {self.confidence:.2f}"
+        line = f"{self.file}: {self.offset_words()} ({frames} at 25 fps), confidence {self.confidence:.2f}"
         if self.tracks is not None:
             speaking = sum(1 for t in self.tracks if t["speaking"])
             line += f", {len(self.tracks)} face track(s), {speaking} speaking"
@@ -91,14 +93,13 @@ def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
     """Face-cropped analysis of one file (frames not 224x224 are resized); raises a LipsyncError
     subclass on bad input."""
     model = engine.model.describe() if engine.model else {"name": "unnamed", "sha256": None}
-    if reference_decode:
-        info = media.probe(path, audio_stream)
-        chunks = media.reference_decode(path, ffmpeg, size=(CROP_SIZE, CROP_SIZE))
-        result = engine.analyse(chunks, source=path)
-        return analysis_from_sync(path, result, info, model, "reference", engine.precision), result
     out: dict = {}
-    chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out,
-                          channel=channel)
+    if reference_decode:
+        chunks = media.reference_decode(path, ffmpeg, size=(CROP_SIZE, CROP_SIZE), info_out=out)
+    else:
+        chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out,
+                              channel=channel)
     result = engine.analyse(chunks, source=path)
-    return analysis_from_sync(path, result, out.get("info"), model, "direct", engine.precision), result
+    decode = "reference" if reference_decode else "direct"
+    return analysis_from_sync(path, result, out.get("info"), model, decode, engine.precision), result
 

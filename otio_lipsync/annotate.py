@@ -37,11 +37,8 @@ def _speaking_at(segments: list[list[float]], t: float) -> bool:
 
 
 def _verdict(analysis: Analysis) -> str:
-    if analysis.offset_frames == 0:
-        what = "in sync"
-    else:
-        what = f"audio {abs(analysis.audio_delay_ms):.0f} ms {'late' if analysis.audio_delay_ms > 0 else 'early'}"
-    return f"{what}  ({analysis.offset_frames:+d} frames, confidence {analysis.confidence:.1f}, {analysis.basis})"
+    return (f"{analysis.offset_words()}  ({analysis.offset_frames:+d} frames, "
+            f"confidence {analysis.confidence:.1f}, {analysis.basis})")
 
 
 def write_review_video(source: str, analysis: Analysis, tracks: list[Track], target: str,

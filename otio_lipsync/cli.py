@@ -36,8 +36,9 @@ def write_json_atomic(path: str, payload) -> None:
         f.write(text)
 
 
-def load_engine(model_name: str | None, vshift: int, batch_size: int, threads: int | None,
-                precision: str = "float32"):
+def load_engine(model_name: str | None, vshift: int | None = None, batch_size: int | None = None,
+                threads: int | None = None, precision: str = "float32"):
+    """The model the user named, in a SyncEngine; options left None take the engine's defaults."""
     import torch
 
     from .model import BadWeights, ModelNotFound, load
@@ -49,7 +50,8 @@ def load_engine(model_name: str | None, vshift: int, batch_size: int, threads: i
         loaded = load(model_name)
     except (ModelNotFound, BadWeights) as exc:
         _fail(str(exc))
-    return SyncEngine(loaded, vshift=vshift, batch_size=batch_size, precision=precision)
+    sizes = {k: v for k, v in (("vshift", vshift), ("batch_size", batch_size)) if v is not None}
+    return SyncEngine(loaded, precision=precision, **sizes)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -324,7 +326,7 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
     needs_model = delay_ms == "auto" or not (no_verify or dry_run)
     detector = None
     if needs_model:
-        engine = load_engine(model_name, 15, 16, None, precision)
+        engine = load_engine(model_name, precision=precision)
         if not face_cropped:
             from .faces.detectors import DetectorUnavailable, make_detector
 

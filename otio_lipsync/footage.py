@@ -19,7 +19,7 @@ from .errors import NoFace, TooShort
 from .faces.detectors import FaceDetector, make_detector
 from .faces.shots import ShotDetector
 from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
-from .speakers import SpeakerOptions, combine, segments, speaking_mask
+from .speakers import SpeakerOptions, combine, segments, speaking_mask, window_weights
 from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms
 
 FPS = media.ANALYSIS_FPS
@@ -234,5 +234,5 @@ def _drift(kept, masks, basis: str, vshift: int) -> dict:
         use = mask if basis == "speaking" else np.ones_like(mask, bool)
         rows.append(r.dists)
         starts.append(track.first + np.arange(r.num_windows))
-        weights.append(np.where(use, np.clip(r.framewise_confidence, 1e-3, None), 0.0))
+        weights.append(np.where(use, window_weights(r.framewise_confidence), 0.0))
     return sliding_offsets(np.concatenate(rows), np.concatenate(starts), np.concatenate(weights), vshift).to_dict()

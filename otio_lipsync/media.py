@@ -353,12 +353,13 @@ def find_ffmpeg(explicit: str | None = None, prefer_system: bool = False) -> str
                            "or set FFMPEG_PATH") from None
 
 
-def reference_decode(path: str, ffmpeg: str | None = None,
-                     size: tuple[int, int] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+def reference_decode(path: str, ffmpeg: str | None = None, size: tuple[int, int] | None = None,
+                     info_out: dict | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """syncnet_python's inputs: `ffmpeg -f image2 %06d.jpg` frames read back by libjpeg, and
     `ffmpeg -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000` audio. No frame-rate conversion (as the
     reference); exact JPEG bytes depend on the ffmpeg build (the golden numbers used Debian 12's 5.1).
-    size=(w, h) resizes frames of another size (the reference itself would fail on them)."""
+    size=(w, h) resizes frames of another size (the reference itself would fail on them); info_out
+    receives the MediaInfo under "info", as with `decode`."""
     from PIL import Image
 
     info = probe(path)
@@ -366,6 +367,8 @@ def reference_decode(path: str, ffmpeg: str | None = None,
         raise NoVideoStream(path, "has no video stream")
     if not info.has_audio:
         raise NoAudioStream(path, "has no audio stream")
+    if info_out is not None:
+        info_out["info"] = info
     exe = find_ffmpeg(ffmpeg, prefer_system=True)
     with tempfile.TemporaryDirectory(prefix="lipsync-ref-") as tmp:
         for cmd in ([exe, "-nostdin", "-v", "error", "-y", "-i", path, "-threads", "1", "-f", "image2",

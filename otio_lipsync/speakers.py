@@ -71,6 +71,12 @@ class Combined:
     windows: int
 
 
+def window_weights(framewise_conf: np.ndarray) -> np.ndarray:
+    """How much a window counts in a combined curve: its confidence, floored so a window on a silent
+    stretch still counts a little rather than negatively."""
+    return np.clip(framewise_conf, 1e-3, None)
+
+
 def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: list[np.ndarray],
             vshift: int) -> Combined | None:
     """Confidence-weighted mean distance curve over the speaking windows of every track."""
@@ -80,7 +86,7 @@ def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: 
             chosen = select(mask)
             if chosen.any():
                 rows.append(dists[chosen])
-                weights.append(np.clip(conf[chosen], 1e-3, None))
+                weights.append(window_weights(conf[chosen]))
         if not rows:
             return None
         rows, weights = np.concatenate(rows), np.concatenate(weights)
@@ -88,7 +94,7 @@ def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: 
 
     basis = "speaking"
     found = curve(lambda m: m)
-    if found is None:  # nobody speaks clearly: every visible face, equally weighted per window
+    if found is None:  # nobody speaks clearly: every window of every visible face
         basis = "all-tracks"
         found = curve(lambda m: np.ones_like(m, bool))
     if found is None:
