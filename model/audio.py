@@ -51,14 +51,22 @@ _FBANK_T = _filterbank().T
 _LIFT = 1 + (CEP_LIFTER / 2.0) * np.sin(np.pi * np.arange(NUM_CEPS) / CEP_LIFTER)
 
 
+def _log_fbank(pspec: np.ndarray) -> np.ndarray:
+    feat = np.dot(pspec, _FBANK_T)
+    return np.log(np.where(feat == 0, _EPS, feat))
+
+
+def _frames_to_logmel(frames: np.ndarray) -> np.ndarray:
+    """(n, 400) pre-emphasised frames -> (n, 26) log mel filterbank energies (MFCC before the DCT)."""
+    return _log_fbank(np.square(np.absolute(np.fft.rfft(frames, NFFT))) / NFFT)
+
+
 def _frames_to_mfcc(frames: np.ndarray) -> np.ndarray:
     """(n, 400) pre-emphasised frames (float64) -> (n, 13)."""
     pspec = np.square(np.absolute(np.fft.rfft(frames, NFFT))) / NFFT
     energy = np.sum(pspec, 1)
     energy = np.where(energy == 0, _EPS, energy)
-    feat = np.dot(pspec, _FBANK_T)
-    feat = np.where(feat == 0, _EPS, feat)
-    feat = dct(np.log(feat), type=2, axis=1, norm="ortho")[:, :NUM_CEPS]
+    feat = dct(_log_fbank(pspec), type=2, axis=1, norm="ortho")[:, :NUM_CEPS]
     feat = feat * _LIFT
     feat[:, 0] = np.log(energy)
     return feat
@@ -88,10 +96,18 @@ def mfcc(signal: np.ndarray) -> np.ndarray:
     return _frames_to_mfcc(padded[idx]).T
 
 
-class MfccStream:
-    """Feed int16 samples in any chunk sizes; get back the (13, k) columns that became complete."""
+# feature name (as model input specs write it) -> (rows, frames -> (n, rows) function)
+FEATURES = {"mfcc13": (NUM_CEPS, _frames_to_mfcc), "logmel26": (NUM_FILTERS, _frames_to_logmel)}
 
-    def __init__(self):
+
+class MfccStream:
+    """Feed int16 samples in any chunk sizes; get back the (13, k) columns that became complete.
+    feature="logmel26" gives the 26 log mel energies of the same frames instead (IC-SyncNet's input)."""
+
+    def __init__(self, feature: str = "mfcc13"):
+        if feature not in FEATURES:
+            raise ValueError(f"unknown audio feature {feature!r} (known: {', '.join(FEATURES)})")
+        self.rows, self._to_columns = FEATURES[feature]
         self._previous: float | None = None
         self._pending = np.zeros(0, dtype=np.float64)  # pre-emphasised, not yet fully consumed
         self.columns_emitted = 0
@@ -99,16 +115,16 @@ class MfccStream:
     def feed(self, samples: np.ndarray) -> np.ndarray:
         samples = np.asarray(samples)
         if len(samples) == 0:
-            return np.zeros((NUM_CEPS, 0))
+            return np.zeros((self.rows, 0))
         emphasised = _preemphasis(samples, self._previous)
         self._previous = float(samples[-1])
         buf = np.concatenate((self._pending, emphasised))
         n = 0 if len(buf) < FRAME_LEN else 1 + (len(buf) - FRAME_LEN) // FRAME_STEP
         if n == 0:
             self._pending = buf
-            return np.zeros((NUM_CEPS, 0))
+            return np.zeros((self.rows, 0))
         idx = np.arange(FRAME_LEN)[None, :] + FRAME_STEP * np.arange(n)[:, None]
-        out = _frames_to_mfcc(buf[idx]).T
+        out = self._to_columns(buf[idx]).T
         self._pending = buf[n * FRAME_STEP:]
         self.columns_emitted += n
         return out

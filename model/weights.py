@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
+from .compact import CompactSyncNet
 from .syncnet import SyncNet
 
 MODEL_FORMAT = "otio-lipsync-model/1"
 
-ARCHITECTURES = {"syncnet": SyncNet}
+ARCHITECTURES = {"syncnet": SyncNet, "compact": CompactSyncNet}
 
 SYNCNET_INPUT_SPEC = {
     "video": {"fps": 25, "frames": 5, "size": 224, "channels": "BGR", "range": "0-255"},
@@ -99,7 +100,7 @@ def check_state_dict(path, state: dict, net: torch.nn.Module) -> None:
             parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise BadWeights(path, "keys do not match a SyncNet state dict: " + ", ".join(parts))
+        raise BadWeights(path, f"keys do not match a {type(net).__name__} state dict: " + ", ".join(parts))
     for k, shape in expected.items():
         if tuple(state[k].shape) != tuple(shape):
             raise BadWeights(path, f"tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}")
@@ -119,12 +120,16 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         state = obj.get("state_dict")
         name = str(obj.get("name") or path.stem)
         spec = obj.get("input") or SYNCNET_INPUT_SPEC
+        config = obj.get("config") or {}
         metadata = {k: v for k, v in obj.items() if k not in ("state_dict", "format")}
     elif isinstance(obj, dict) and "state_dict" not in obj and "format" not in obj:
-        arch, state, name, spec, metadata = "syncnet", obj, path.stem, SYNCNET_INPUT_SPEC, {}
+        arch, state, name, spec, metadata, config = "syncnet", obj, path.stem, SYNCNET_INPUT_SPEC, {}, {}
     else:
         raise BadWeights(path, "not a SyncNet state dict nor an otio-lipsync model file")
-    net = ARCHITECTURES[arch]()
+    try:
+        net = ARCHITECTURES[arch](**config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BadWeights(path, f"bad {arch} config {config!r} ({_first_line(exc)})") from None
     check_state_dict(path, state, net)
     net.load_state_dict(state, strict=False)  # strict key check done above, without num_batches_tracked
     net.eval()

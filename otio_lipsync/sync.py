@@ -89,10 +89,19 @@ class SyncEngine:
         net = model.net if isinstance(model, LoadedModel) else model
         self.model = model if isinstance(model, LoadedModel) else None
         self.device = torch.device(device)
-        self.fast = FastSyncNet(net).to(self.device).channels_last()
-        self.lip_dtype = PRECISIONS[precision]
-        self.fast.lip_conv1.to(self.lip_dtype)
-        self.fast.lip_tower.to(self.lip_dtype)
+        if isinstance(net, SyncNet):
+            self.fast = FastSyncNet(net).to(self.device).channels_last()
+            self.lip_dtype = PRECISIONS[precision]
+            self.fast.lip_conv1.to(self.lip_dtype)
+            self.fast.lip_tower.to(self.lip_dtype)
+            self.embedding_dim, self.audio_feature, self.audio_columns = EMBEDDING_DIM, "mfcc13", 20
+        else:  # a trained CompactSyncNet: already small; float32 (bf16 gains nothing at this size)
+            self.fast = net.to(self.device).eval()
+            self.lip_dtype = torch.float32
+            self.embedding_dim = net.config["embedding_dim"]
+            self.audio_feature, self.audio_columns = net.audio_feature, net.audio_columns
+        # window i's audio is centred on frames i..i+4: a longer window reaches `audio_pad` columns back
+        self.audio_pad = (self.audio_columns - MFCC_COLUMNS_PER_WINDOW) // 2
         self.precision = precision
         self.vshift = vshift
         self.batch_size = batch_size
@@ -108,16 +117,16 @@ class SyncEngine:
             chunk = frames[start:start + n + FRAMES_PER_WINDOW - 1].to(self.device, self.lip_dtype)
             # (T, H, W, 3) memory is the channels-last-3d layout of a (1, 3, T, H, W) tensor
             out.append(self.fast.forward_lip_sequence(chunk.permute(3, 0, 1, 2).unsqueeze(0)))
-        return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
+        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
 
     @torch.inference_mode()
     def audio_embeddings(self, columns: torch.Tensor) -> torch.Tensor:
-        """float32 (13, C) MFCC -> embeddings of windows at every 4th column, (N, 1024)."""
-        windows = columns.unfold(1, MFCC_COLUMNS_PER_WINDOW, COLUMNS_PER_FRAME).permute(1, 0, 2)
+        """float32 (rows, C) features -> embeddings of windows at every 4th column, (N, D)."""
+        windows = columns.unfold(1, self.audio_columns, COLUMNS_PER_FRAME).permute(1, 0, 2)
         step = 4 * self.batch_size  # the audio tower is ~30x cheaper: bigger batches, fewer calls
         out = [self.fast.forward_aud(windows[s:s + step].unsqueeze(1).to(self.device))
                for s in range(0, len(windows), step)]
-        return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
+        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
 
     def stream(self, source: str = "<input>", keep_first: int = 20) -> "SyncStream":
         return SyncStream(self, source, keep_first)
@@ -139,11 +148,13 @@ class SyncStream:
         self.source = source
         self.vshift = engine.vshift
         self.keep_first = keep_first
-        self.mfcc = MfccStream()
+        self.mfcc = MfccStream(engine.audio_feature)
+        self.window_columns = engine.audio_columns
         self.num_frames = 0
         self.num_samples = 0
         self._frames = torch.zeros(0, CROP_SIZE, CROP_SIZE, 3, dtype=torch.uint8)  # frames not yet windowed
-        self._columns = torch.zeros(13, 0)  # MFCC columns not yet windowed
+        # feature columns not yet windowed, after `audio_pad` zero columns for windows that reach before 0
+        self._columns = torch.zeros(self.mfcc.rows, engine.audio_pad)
         self._lip: list[torch.Tensor] = []  # embeddings from index self._lip_base on
         self._lip_base = 0
         self._aud: list[torch.Tensor] = []
@@ -173,7 +184,7 @@ class SyncStream:
         new = self.mfcc.feed(samples)
         if new.shape[1]:
             self._columns = torch.cat([self._columns, torch.from_numpy(new.astype(np.float32))], 1)
-        n = (self._columns.shape[1] - MFCC_COLUMNS_PER_WINDOW) // COLUMNS_PER_FRAME + 1
+        n = (self._columns.shape[1] - self.window_columns) // COLUMNS_PER_FRAME + 1
         if n >= self.engine.batch_size:
             self._add_aud(self.engine.audio_embeddings(self._columns))
             self._columns = self._columns[:, n * COLUMNS_PER_FRAME:].clone()
@@ -231,7 +242,10 @@ class SyncStream:
                            f"(at least 6 frames, 0.24 s, of both are needed)")
         if len(self._frames) >= FRAMES_PER_WINDOW:
             self._add_lip(self.engine.lip_embeddings(self._frames))
-        if self._columns.shape[1] >= MFCC_COLUMNS_PER_WINDOW:
+        pad = self.engine.audio_pad
+        if pad:  # windows near the end reach past the last column
+            self._columns = torch.cat([self._columns, torch.zeros(self.mfcc.rows, pad)], 1)
+        if self._columns.shape[1] >= self.window_columns:
             self._add_aud(self.engine.audio_embeddings(self._columns))
         self._emit_rows(final=True, num_windows=num_windows)
         dists = np.concatenate(self._rows)[:num_windows]
