@@ -74,6 +74,7 @@ class CompactSyncNet(nn.Module):
                                         nn.Linear(256, embedding_dim))
         # IC-SyncNet's learnable temperature (log scale); unused by the contrastive objective
         self.log_temperature = nn.Parameter(torch.tensor(2.3))
+        self.logit_bias = nn.Parameter(torch.tensor(-2.0))
         self.register_buffer("distance_scale", torch.tensor(1.0))
 
     def _finish(self, emb: torch.Tensor) -> torch.Tensor:

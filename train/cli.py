@@ -1,15 +1,184 @@
-"""`lipsync-train`: the command group of the self-supervised training pipeline."""
+"""`lipsync-train`: prepare shards -> fit -> eval -> export, the self-supervised SyncNet pipeline."""
+
+from __future__ import annotations
+
+import sys
 
 import click
+from tqdm import tqdm
 
 from .. import __version__
+from ..errors import LipsyncError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"lipsync-train: {message}", err=True)
+    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lipsync-train")
 def main():
-    """Train SyncNet-family models on your own synced footage (self-supervised).
+    """Train SyncNet-family models on your own synced footage (self-supervised: the footage's own
+    sound is the genuine pair, the same sound shifted in time the false one; no labels needed).
 
-    The pipeline (prepare shards -> fit -> eval -> export) is being built; this
-    release ships the command group only, so `lipsync-train --help` lists what exists.
+    \b
+      lipsync-train prepare ../shared/data/clips -o data/house      # face tracks -> shards
+      lipsync-train fit data/house -o runs/house --val-persons a,b   # checkpoints, log.csv, --resume
+      lipsync-train eval runs/house/checkpoint.pt data/house         # accuracy table (markdown + JSON)
+      lipsync-train export runs/house/checkpoint.pt -o house.model   # what `lipsync check --model` reads
     """
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", "dataset", required=True, help="Dataset folder (created; re-running appends and skips sources already done).")
+@click.option("--person", default=None, help="Person label for every source (default: the catalog's speaker_hint, else the folder name). Validation splits by person.")
+@click.option("--groups", default="synced", show_default=True, help="Catalog groups to use (comma list; '' = all). Generated and mismatched clips are never training positives.")
+@click.option("--detect-every", default=2, show_default=True, help="Run the face detector on every n-th frame (tracking fills in).")
+@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "s3fd"]))
+def prepare(sources, dataset, person, groups, detect_every, detector):
+    """Footage folders, files or .txt lists -> face tracks -> compact shards (grey lower faces + 16 kHz
+    audio), resumable. A file that cannot be used is reported in one line and skipped."""
+    from ..footage import FootageOptions
+    from .data import prepare as run_prepare
+
+    group_set = {g for g in groups.split(",") if g} if groups else set()
+    options = FootageOptions(detect_every=detect_every, detector=detector)
+    try:
+        index = run_prepare(list(sources), dataset, person=person, groups=group_set, options=options,
+                            report=lambda m: tqdm.write(m, file=sys.stderr),
+                            progress=lambda it: tqdm(it, desc="prepare", unit="file", file=sys.stderr))
+    except LipsyncError as exc:
+        _fail(str(exc))
+    tracks = sum(len(s["tracks"]) for s in index["shards"])
+    frames = sum(s["frames"] for s in index["shards"])
+    persons = len({t["person"] for s in index["shards"] for t in s["tracks"]})
+    click.echo(f"{dataset}: {tracks} tracks, {frames} frames ({frames / 25 / 60:.1f} min), {persons} persons; "
+               f"{len(index['failed'])} sources failed")
+
+
+@main.command()
+@click.argument("datasets", nargs=-1, required=True)
+@click.option("-o", "--output", "out", required=True, help="Run folder: checkpoint.pt, log.csv, summary.json.")
+@click.option("--objective", type=click.Choice(["multiway", "contrastive", "icsyncnet"]), default="multiway", show_default=True,
+              help="multiway: softmax over candidate offsets (Perfect match); contrastive: the paper's margin loss; "
+                   "icsyncnet: cosine x learnable temperature, balanced BCE, 0.4 s log-mel audio.")
+@click.option("--steps", default=3000, show_default=True)
+@click.option("--segments", default=6, show_default=True, help="32-window segments per batch (each from one track).")
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--margin", default=2.0, show_default=True, help="Contrastive margin.")
+@click.option("--val-persons", default="", help="Comma list of persons kept for validation (default: 15%% of the persons, by hash).")
+@click.option("--refine-at", default=0.75, show_default=True, help="Fraction of the steps after which refinement drops genuine windows the model calls out of sync (0: never).")
+@click.option("--checkpoint-every", default=100, show_default=True)
+@click.option("--eval-every", default=500, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt (options come from the checkpoint; --steps may extend).")
+def fit(datasets, out, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
+        seed, threads, resume):
+    """Train a CompactSyncNet on a prepared dataset, persons split for validation, on CPU or GPU."""
+    from .fit import FitOptions
+    from .fit import fit as run_fit
+
+    options = FitOptions(objective=objective, steps=steps, segments=segments, lr=lr, margin=margin, seed=seed,
+                         val_persons=[p for p in val_persons.split(",") if p], refine_at=refine_at,
+                         checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads)
+    try:
+        run_fit(list(datasets), out, options, resume=resume, report=lambda m: tqdm.write(m, file=sys.stderr),
+                progress=lambda **kw: tqdm(desc="fit", unit="step", file=sys.stderr, **kw))
+    except (LipsyncError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _eval_tracks(model_path: str, datasets, persons: str):
+    """(net, config, tracks to evaluate, checkpoint state or None) for a checkpoint or an exported model."""
+    from ..model import load_model
+    from .data import load_tracks
+    from .export import load_checkpoint
+    from .pairs import featurize
+
+    state = None
+    if model_path.endswith(".pt"):
+        net, state = load_checkpoint(model_path)
+        chosen = set(p for p in persons.split(",") if p) or set(state.get("val_persons", []))
+        datasets = datasets or state.get("datasets", [])
+    else:
+        loaded = load_model(model_path)
+        net = loaded.net
+        if loaded.architecture != "compact":
+            raise LipsyncError(model_path, "eval runs on the compact architecture's prepared mouths; "
+                               "measure SyncNet models with `lipsync check` on the clips")
+        chosen = set(p for p in persons.split(",") if p) or set(loaded.metadata.get("validation", {}).get("persons", []))
+    if not chosen:
+        raise LipsyncError(model_path, "no validation persons recorded: give --persons")
+    cfg = net.config
+    tracks = featurize([t for d in datasets for t in load_tracks(d) if t.person in chosen],
+                       cfg["audio_feature"], cfg["audio_columns"])
+    if not tracks:
+        raise LipsyncError(model_path, f"no tracks of {', '.join(sorted(chosen))} in {', '.join(datasets)}")
+    return net.eval(), cfg, tracks, state
+
+
+@main.command("eval")
+@click.argument("model_path", metavar="CHECKPOINT_OR_MODEL")
+@click.argument("datasets", nargs=-1)
+@click.option("--persons", default="", help="Comma list of persons to evaluate on (default: the run's validation persons).")
+@click.option("-o", "--output", "out", default=None, help="Write OUT.md and OUT.json (default: beside the checkpoint, eval.md/.json).")
+def eval_cmd(model_path, datasets, persons, out):
+    """The accuracy table on validation speakers: offset within +-1 frame of the truth with 1, 5, 11, 15
+    windows of context (+-15 frame search), and clip accuracy with applied shifts of +-40/120/200 ms."""
+    import json
+    from pathlib import Path
+
+    from .evaluate import evaluate, markdown_table
+
+    try:
+        net, cfg, tracks, _ = _eval_tracks(model_path, list(datasets), persons)
+    except LipsyncError as exc:
+        _fail(str(exc))
+    result = evaluate(net, tracks, cfg["audio_columns"])
+    result["model"] = model_path
+    table = markdown_table({Path(model_path).name: result})
+    base = Path(out) if out else Path(model_path).with_name("eval")
+    base.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    base.with_suffix(".md").write_text(table + "\n")
+    click.echo(table)
+    click.echo(f"written {base.with_suffix('.md')} and {base.with_suffix('.json')}", err=True)
+
+
+@main.command()
+@click.argument("checkpoint")
+@click.option("-o", "--output", "target", required=True, help="Model file to write (e.g. house.model); `lipsync check --model PATH` reads it.")
+@click.option("--name", default=None, help="Model name shown by `lipsync models` (default: the file stem).")
+@click.option("--description", default="", help="One line for `lipsync models`.")
+@click.option("--datasets", "datasets", multiple=True, help="Datasets for calibration and the validation numbers (default: the run's).")
+def export(checkpoint, target, name, description, datasets):
+    """Checkpoint -> model file with its input spec, training summary, validation accuracy and a confidence
+    scale calibrated on the validation speakers' synced tracks."""
+    from pathlib import Path
+
+    from ..model import load_model
+    from .evaluate import evaluate
+    from .export import calibrate
+    from .export import export as run_export
+
+    try:
+        net, cfg, tracks, state = _eval_tracks(checkpoint, list(datasets), "")
+    except LipsyncError as exc:
+        _fail(str(exc))
+    scale = calibrate(net, tracks, cfg["audio_columns"])
+    with torch_no_grad():
+        net.distance_scale.fill_(scale)
+    val = evaluate(net, tracks, cfg["audio_columns"])
+    val = {k: v for k, v in val.items() if k != "tracks"}
+    run_export(net, state, target, name or Path(target).stem, scale, val, description)
+    loaded = load_model(target)
+    click.echo(f"{target}: {loaded.name} ({loaded.architecture}), sha256 {loaded.sha256}; validation offset accuracy "
+               f"{val['window_accuracy']} (context in windows), clip accuracy {val['clip_accuracy']}")
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()

@@ -1,0 +1,200 @@
+"""`lipsync-train fit`: the training loop, with checkpoints, `--resume`, a CSV log and refinement.
+
+Everything the loop needs is in memory before the first step (shards decompressed, audio features
+computed once), so there is no per-epoch loader to re-initialise; the log's `data_share` column is the
+fraction of wall time spent drawing batches, the rest is the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..model.compact import CompactSyncNet
+from ..outputs import atomic_output
+from .data import load_tracks
+from .evaluate import evaluate, refine_mask, track_dists
+from .objectives import OBJECTIVES, pair_loss
+from .pairs import PairSampler, featurize
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitOptions:
+    objective: str = "multiway"
+    steps: int = 3000
+    segments: int = 6  # segments per batch (from different tracks); each ~32 lip windows
+    seg_len: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    margin: float = 2.0
+    seed: int = 0
+    val_persons: list[str] = field(default_factory=list)
+    val_fraction: float = 0.15
+    refine_at: float = 0.75  # fraction of the steps after which refinement drops out-of-sync windows (0: never)
+    checkpoint_every: int = 100
+    eval_every: int = 500
+    threads: int | None = None
+
+    @property
+    def model_config(self) -> dict:
+        if self.objective == "icsyncnet":  # 0.4 s of log mel, unit-length embeddings
+            return {"audio_feature": "logmel26", "audio_columns": 40, "normalize": True}
+        return {"audio_feature": "mfcc13", "audio_columns": 20, "normalize": False}
+
+
+def split_persons(persons: list[str], val_persons: list[str], fraction: float, seed: int) -> set[str]:
+    """Validation persons: the named ones, else a deterministic `fraction` of the persons by hash."""
+    if val_persons:
+        return set(val_persons)
+    ranked = sorted(persons, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+    return set(ranked[:max(1, round(fraction * len(persons)))]) if len(persons) > 1 else set()
+
+
+def _save(path: Path, payload: dict) -> None:
+    with atomic_output(str(path)) as tmp:
+        torch.save(payload, tmp)
+
+
+def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = False,
+        report: Callable[[str], None] = print, progress=None) -> dict:
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT
+    state = None
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        options = FitOptions(**{**state["options"], "steps": options.steps})  # resume may extend the run
+        report(f"resuming {ckpt_path} at step {state['step']} of {options.steps}")
+    if options.objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {options.objective!r} (known: {', '.join(OBJECTIVES)})")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+
+    cfg = options.model_config
+    datasets = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
+    tracks = featurize([t for d in datasets for t in load_tracks(d)], cfg["audio_feature"], cfg["audio_columns"])
+    persons = sorted({t.person for t in tracks})
+    val_set = split_persons(persons, options.val_persons, options.val_fraction, options.seed)
+    train_tracks = [t for t in tracks if t.person not in val_set]
+    val_tracks = [t for t in tracks if t.person in val_set]
+    if not train_tracks:
+        raise ValueError(f"{', '.join(map(str, datasets))}: every person is in the validation split; nothing to train on")
+    report(f"{len(train_tracks)} training tracks ({sum(t.num_windows for t in train_tracks)} windows, "
+           f"{len(persons) - len(val_set)} persons), {len(val_tracks)} validation tracks "
+           f"({len(val_set)} persons: {', '.join(sorted(val_set)) or 'none'})")
+
+    net = CompactSyncNet(**cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps,
+                                                pct_start=0.05)
+    sampler = PairSampler(train_tracks, cfg["audio_columns"], seg_len=options.seg_len, seed=options.seed)
+    step, refined, history = 0, False, []
+    if state:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, refined, history = state["step"], state["refined"], state.get("history", [])
+        if refined:
+            for t in train_tracks:
+                t.valid = torch.from_numpy(np.asarray(state["valid"][t.source + f"#{t.num_windows}"]))
+
+    log_path = out_dir / "log.csv"
+    new_log = not log_path.exists() or not resume
+    log = open(log_path, "w" if new_log else "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "loss", "lr", "lip_windows_per_s", "pairs_per_s", "data_share", "val_acc5",
+                         "val_clip_acc"])
+
+    def checkpoint():
+        _save(ckpt_path, {
+            "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "step": step, "refined": refined, "options": asdict(options), "model_config": cfg,
+            "history": history, "val_persons": sorted(val_set), "datasets": [str(d) for d in datasets],
+            "train_summary": {"tracks": len(train_tracks), "windows": int(sum(t.num_windows for t in train_tracks)),
+                              "persons": len(persons) - len(val_set)},
+            "valid": {t.source + f"#{t.num_windows}": t.valid.numpy().tolist() for t in train_tracks} if refined else {},
+        })
+
+    bar = progress(total=options.steps, initial=step) if progress else None
+    t_data = t_all = 0.0
+    lip_count = pair_count = 0
+    losses = []
+    while step < options.steps:
+        if not refined and options.refine_at and step >= int(options.refine_at * options.steps):
+            dropped = refine(net, train_tracks, cfg["audio_columns"])
+            refined = True
+            report(f"refinement at step {step}: {dropped} of {sum(t.num_windows for t in train_tracks)} "
+                   f"genuine windows judged out of sync and dropped")
+            net.train()
+        net.train()
+        t0 = time.perf_counter()
+        batch = sampler.sample(options.segments)
+        t1 = time.perf_counter()
+        lip = net.forward_lip_windows(batch.lips)
+        aud = net.forward_aud(batch.audio)
+        loss = pair_loss(options.objective, net, lip, aud, batch, options.margin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        t2 = time.perf_counter()
+        t_data += t1 - t0
+        t_all += t2 - t0
+        lip_count += len(batch.lips)
+        pair_count += len(batch.shift)
+        losses.append(float(loss))
+        step += 1
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        if step % options.checkpoint_every == 0 or step == options.steps:
+            val = {}
+            if val_tracks and (step % options.eval_every == 0 or step == options.steps):
+                val = evaluate(net, val_tracks, cfg["audio_columns"], contexts=(5,))
+            row = [step, f"{np.mean(losses):.4f}", f"{sched.get_last_lr()[0]:.2e}", f"{lip_count / t_all:.1f}",
+                   f"{pair_count / t_all:.0f}", f"{t_data / t_all:.3f}",
+                   "" if not val else f"{val['window_accuracy']['5']:.4f}",
+                   "" if not val or val["clip_accuracy"] is None else f"{val['clip_accuracy']:.4f}"]
+            writer.writerow(row)
+            log.flush()
+            history.append(dict(zip(["step", "loss", "lr", "lip_windows_per_s", "pairs_per_s", "data_share",
+                                     "val_acc5", "val_clip_acc"], row)))
+            if val and bar:
+                bar.write(f"step {step}: loss {np.mean(losses):.3f}, val acc (5 windows) "
+                          f"{val['window_accuracy']['5']:.3f}, clip {val['clip_accuracy']}")
+            losses, t_data, t_all, lip_count, pair_count = [], 0.0, 0.0, 0, 0
+            checkpoint()
+    log.close()
+    if bar:
+        bar.close()
+    summary = {"checkpoint": str(ckpt_path), "steps": step, "val_persons": sorted(val_set), "history": history}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def refine(net, tracks, columns: int) -> int:
+    """Mark genuine windows the current model places off sync as not genuine; returns how many."""
+    net.eval()
+    dropped = 0
+    for t in tracks:
+        keep = refine_mask(track_dists(net, t, columns))
+        t.valid = torch.from_numpy(keep)
+        dropped += int((~keep).sum())
+    return dropped
+
