@@ -132,7 +132,10 @@ def prepare(inputs: list[str], dataset: str | os.PathLike, person: str | None = 
     dataset.mkdir(parents=True, exist_ok=True)
     index = load_index(dataset)
     seen = set(index["done"]) | set(index["failed"])
-    sources = [s for s in find_sources(inputs, person, groups) if str(Path(s.path).resolve()) not in seen]
+    found = find_sources(inputs, person, groups)
+    sources = [s for s in found if str(Path(s.path).resolve()) not in seen]
+    if len(found) > len(sources):
+        report(f"{len(found) - len(sources)} sources already in {dataset} (done or failed before): skipped")
     options = options or FootageOptions()
     detector = make_detector(options.detector)
     pending: list[dict] = []

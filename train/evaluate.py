@@ -66,19 +66,28 @@ def clip_offset(dists: np.ndarray, shift: int, vshift: int) -> int:
     return int(np.nanargmin(np.nanmean(sub, 0))) - vshift
 
 
-def refine_mask(dists: np.ndarray, context: int = 11, vshift: int = VSHIFT, tolerance: int = 1) -> np.ndarray:
+def refine_mask(dists: np.ndarray, context: int = 11, vshift: int = VSHIFT, tolerance: int = 1,
+                clearly: float = 0.5) -> np.ndarray:
     """The paper's refinement: genuine windows the model, looking at `context` windows around them, places
-    more than `tolerance` frames off sync (off-screen speech, dubbing, a wrong face) -> False."""
+    clearly off sync (off-screen speech, dubbing, a wrong face) -> False. "Clearly": the best lag is more
+    than `tolerance` frames from 0, and the local confidence (median - best) is at least `clearly` x the
+    track's typical one; windows where the model cannot tell (silence: flat distances) stay."""
     n = len(dists)
-    keep = np.ones(n, dtype=bool)
     half = context // 2
+    best = np.full(n, vshift)
+    spread = np.zeros(n)
     for i in range(n):
-        a, b = max(0, i - half), min(n, i + half + 1)
-        mean = np.nanmean(dists[a:b], 0)
-        if np.all(np.isnan(mean)):
+        block = dists[max(0, i - half):min(n, i + half + 1)]
+        cols = ~np.all(np.isnan(block), 0)
+        if not cols[vshift]:
             continue
-        keep[i] = abs(int(np.nanargmin(mean)) - vshift) <= tolerance
-    return keep
+        mean = np.full(block.shape[1], np.inf)
+        mean[cols] = np.nanmean(block[:, cols], 0)
+        best[i] = int(np.argmin(mean))
+        spread[i] = np.median(mean[cols]) - mean[best[i]]
+    typical = np.median(spread[spread > 0]) if np.any(spread > 0) else 0.0
+    off = np.abs(best - vshift) > tolerance
+    return ~(off & (spread >= clearly * typical) & (typical > 0))
 
 
 def evaluate(net, tracks: list[FeatureTrack], columns: int, contexts=CONTEXTS) -> dict:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ from .objectives import OBJECTIVES, pair_loss
 from .pairs import PairSampler, featurize
 
 CHECKPOINT = "checkpoint.pt"
+REFINE_MIN_ACCURACY = 0.6  # judge samples only with a model that mostly gets its own training data right
 
 
 @dataclass
@@ -45,6 +47,7 @@ class FitOptions:
     checkpoint_every: int = 100
     eval_every: int = 500
     threads: int | None = None
+    stop_after: int | None = None  # end this invocation at this step (resume later); not a run option
 
     @property
     def model_config(self) -> dict:
@@ -74,7 +77,8 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     state = None
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        options = FitOptions(**{**state["options"], "steps": options.steps})  # resume may extend the run
+        # the run's options come from the checkpoint; --steps may extend it, --stop-after is per invocation
+        options = FitOptions(**{**state["options"], "steps": options.steps, "stop_after": options.stop_after})
         report(f"resuming {ckpt_path} at step {state['step']} of {options.steps}")
     if options.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {options.objective!r} (known: {', '.join(OBJECTIVES)})")
@@ -104,7 +108,13 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     if state:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        if state["options"]["steps"] == options.steps:
+            sched.load_state_dict(state["scheduler"])
+        else:  # an extended run: the same one-cycle shape over the new length, fast-forwarded
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(state["step"]):
+                    sched.step()
         sampler.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])
         step, refined, history = state["step"], state["refined"], state.get("history", [])
@@ -124,7 +134,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         _save(ckpt_path, {
             "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "step": step, "refined": refined, "options": asdict(options), "model_config": cfg,
+            "step": step, "refined": refined, "options": {**asdict(options), "stop_after": None}, "model_config": cfg,
             "history": history, "val_persons": sorted(val_set), "datasets": [str(d) for d in datasets],
             "train_summary": {"tracks": len(train_tracks), "windows": int(sum(t.num_windows for t in train_tracks)),
                               "persons": len(persons) - len(val_set)},
@@ -135,12 +145,18 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     t_data = t_all = 0.0
     lip_count = pair_count = 0
     losses = []
-    while step < options.steps:
+    end = min(options.steps, options.stop_after or options.steps)
+    while step < end:
         if not refined and options.refine_at and step >= int(options.refine_at * options.steps):
-            dropped = refine(net, train_tracks, cfg["audio_columns"])
+            acc = evaluate(net, train_tracks, cfg["audio_columns"], contexts=(11,))["window_accuracy"]["11"] or 0
             refined = True
-            report(f"refinement at step {step}: {dropped} of {sum(t.num_windows for t in train_tracks)} "
-                   f"genuine windows judged out of sync and dropped")
+            if acc >= REFINE_MIN_ACCURACY:
+                dropped = refine(net, train_tracks, cfg["audio_columns"])
+                report(f"refinement at step {step}: {dropped} of {sum(t.num_windows for t in train_tracks)} "
+                       f"genuine windows judged clearly out of sync and dropped")
+            else:
+                report(f"refinement at step {step} skipped: training accuracy {acc:.2f} (11 windows) is below "
+                       f"{REFINE_MIN_ACCURACY}; a model this weak would drop good samples")
             net.train()
         net.train()
         t0 = time.perf_counter()
@@ -158,14 +174,14 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         t_all += t2 - t0
         lip_count += len(batch.lips)
         pair_count += len(batch.shift)
-        losses.append(float(loss))
+        losses.append(loss.item())
         step += 1
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        if step % options.checkpoint_every == 0 or step == options.steps:
+        if step % options.checkpoint_every == 0 or step == end:
             val = {}
-            if val_tracks and (step % options.eval_every == 0 or step == options.steps):
+            if val_tracks and (step % options.eval_every == 0 or step == end):
                 val = evaluate(net, val_tracks, cfg["audio_columns"], contexts=(5,))
             row = [step, f"{np.mean(losses):.4f}", f"{sched.get_last_lr()[0]:.2e}", f"{lip_count / t_all:.1f}",
                    f"{pair_count / t_all:.0f}", f"{t_data / t_all:.3f}",

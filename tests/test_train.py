@@ -1,0 +1,163 @@
+"""lipsync-train: pair sampling, objectives, refinement, and the whole prepare -> fit -> eval -> export ->
+check path on real clips from ../shared."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from otio_lipsync.cli import main as lipsync
+from otio_lipsync.model.compact import CompactSyncNet
+from otio_lipsync.train.cli import main as train_cli
+from otio_lipsync.train.evaluate import refine_mask
+from otio_lipsync.train.objectives import pair_loss
+from otio_lipsync.train.pairs import FeatureTrack, PairSampler
+
+from .conftest import CLIPS, clip
+
+TINY_CLIPS = ["synced_lrs2_demo00001_01.mp4", "synced_voxceleb2_id00067_01.mp4", "synced_lrs2_demo00004_01.mp4"]
+
+
+def synthetic_track(n_windows: int, person: str = "p", columns: int = 20) -> FeatureTrack:
+    g = torch.Generator().manual_seed(n_windows)
+    mouths = torch.randint(0, 255, (n_windows + 4, 48, 80), dtype=torch.uint8, generator=g)
+    features = torch.randn(13, 4 * (n_windows - 1) + columns, generator=g)
+    return FeatureTrack(person, f"{person}.mp4", mouths, features, n_windows, torch.ones(n_windows, dtype=torch.bool))
+
+
+def test_sampler_false_pairs_are_never_shift_zero_and_cover_two_seconds():
+    sampler = PairSampler([synthetic_track(400), synthetic_track(150, "q")], columns=20, seed=1)
+    shifts, genuine = [], []
+    for _ in range(60):
+        b = sampler.sample(4)
+        shifts.append(b.shift.numpy())
+        genuine.append(b.genuine.numpy())
+        assert len(b.lips) == b.lip_index.max() + 1 and b.audio_index.max() < len(b.audio)
+    shifts, genuine = np.concatenate(shifts), np.concatenate(genuine)
+    assert np.all(shifts[genuine] == 0)
+    false = shifts[~genuine]
+    assert np.all(np.abs(false) >= 2)  # never 0, and never the ambiguous one-frame neighbour
+    assert false.min() <= -48 and false.max() >= 48  # the paper's +-2 s at 25 fps
+    # every part of the range is drawn, near shifts (hard negatives) most
+    edges = np.array([2, 10, 20, 30, 40, 51])
+    density = np.histogram(np.abs(false), bins=edges)[0] / np.diff(edges)  # pairs per shift value
+    assert np.all(density > 0) and density[0] == density.max()
+
+
+def test_refinement_drops_windows_clearly_off_sync_and_keeps_silence():
+    vshift, n = 15, 60
+    rng = np.random.default_rng(0)
+    d = 10 + 0.05 * rng.standard_normal((n, 2 * vshift + 1))
+    d[:20, vshift] -= 3  # in sync: minimum at lag 0
+    d[20:40, vshift + 7] -= 3  # dubbed / off-screen speech: the model clearly prefers lag +7
+    # 40..60: flat distances, no preference (silence): must stay
+    keep = refine_mask(d, context=5, vshift=vshift)
+    assert keep[:18].all() and not keep[22:38].any() and keep[42:].all()
+
+
+@pytest.mark.parametrize("objective", ["multiway", "contrastive", "icsyncnet"])
+def test_loss_decreases_on_a_fixed_tiny_batch(objective):
+    torch.manual_seed(0)
+    columns = 40 if objective == "icsyncnet" else 20
+    cfg = {"audio_feature": "logmel26", "audio_columns": 40, "normalize": True} if objective == "icsyncnet" else {}
+    track = synthetic_track(80, columns=columns)
+    if objective == "icsyncnet":
+        track.features = torch.randn(26, 4 * 79 + 40)
+    batch = PairSampler([track], columns=columns, seg_len=16, seed=0).sample(2, augment=False)
+    net = CompactSyncNet(**cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        loss = pair_loss(objective, net, net.forward_lip_windows(batch.lips), net.forward_aud(batch.audio), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::8]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    for name in TINY_CLIPS:
+        clip(name)
+    out = tmp_path_factory.mktemp("dataset") / "tiny"
+    result = CliRunner().invoke(train_cli, ["prepare", *[str(CLIPS / n) for n in TINY_CLIPS],
+                                            str(CLIPS / "no_such_clip.mp4"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_prepare_writes_shards_and_reports_bad_sources(tiny_dataset):
+    out, result = tiny_dataset
+    index = json.loads((out / "index.json").read_text())
+    tracks = [t for s in index["shards"] for t in s["tracks"]]
+    assert {t["person"] for t in tracks} == {"lrs2_demo00001", "voxceleb2_id00067", "lrs2_demo00004"}
+    assert all(t["frames"] > 100 for t in tracks)
+    assert any("no_such_clip.mp4" in k for k in index["failed"])
+    assert "no_such_clip.mp4" in result.output  # one line naming the bad file
+    with np.load(out / index["shards"][0]["file"]) as z:
+        assert z["mouths"].shape[1:] == (48, 80) and z["mouths"].dtype == np.uint8
+        assert len(z["audio"]) == 640 * len(z["mouths"])
+    again = CliRunner().invoke(train_cli, ["prepare", *[str(CLIPS / n) for n in TINY_CLIPS], "-o", str(out)])
+    assert again.exit_code == 0 and "3 sources already in" in again.output  # resumable: nothing done twice
+    assert json.loads((out / "index.json").read_text())["shards"] == index["shards"]
+
+
+def _fit(dataset, run, steps, *extra):
+    return CliRunner().invoke(train_cli, ["fit", str(dataset), "-o", str(run), "--steps", str(steps),
+                                          "--segments", "2", "--checkpoint-every", "3", "--eval-every", "3",
+                                          "--val-persons", "lrs2_demo00004", "--threads", "1", *extra])
+
+
+def test_fit_is_deterministic_and_resumes(tiny_dataset, tmp_path):
+    dataset, _ = tiny_dataset
+    a, b = _fit(dataset, tmp_path / "a", 6), _fit(dataset, tmp_path / "b", 6, "--stop-after", "3")
+    assert a.exit_code == 0, a.output
+    assert b.exit_code == 0, b.output
+    b2 = _fit(dataset, tmp_path / "b", 6, "--resume")
+    assert b2.exit_code == 0 and "resuming" in b2.output, b2.output
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "same seed, interrupted and resumed: same weights"
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert [r["step"] for r in rows] == ["3", "6"]
+    assert float(rows[-1]["data_share"]) < 0.5 and float(rows[-1]["lip_windows_per_s"]) > 0
+
+
+def test_prepare_fit_eval_export_then_check_with_the_exported_model(tiny_dataset, tmp_path, monkeypatch):
+    dataset, _ = tiny_dataset
+    run = tmp_path / "run"
+    assert _fit(dataset, run, 6).exit_code == 0
+    ev = CliRunner().invoke(train_cli, ["eval", str(run / "checkpoint.pt"), str(dataset)])
+    assert ev.exit_code == 0, ev.output
+    assert "| 5 windows |" in (run / "eval.md").read_text()
+    report = json.loads((run / "eval.json").read_text())
+    assert report["window_counts"]["5"] > 0 and report["clip_count"] == 6  # one held-out track x 6 shifts
+    model = tmp_path / "models" / "tiny_house.model"
+    ex = CliRunner().invoke(train_cli, ["export", str(run / "checkpoint.pt"), "-o", str(model)])
+    assert ex.exit_code == 0, ex.output
+    from otio_lipsync.model import load_model
+
+    loaded = load_model(model)
+    assert loaded.architecture == "compact" and loaded.metadata["validation"]["persons"] == ["lrs2_demo00004"]
+    assert loaded.metadata["training"]["steps"] == 6 and loaded.input_spec["audio"]["feature"] == "mfcc13"
+    monkeypatch.setenv("OTIO_LIPSYNC_MODEL_DIR", str(model.parent))
+    listed = CliRunner().invoke(lipsync, ["models", "--json"])
+    assert "tiny_house" in listed.output
+    check = CliRunner().invoke(lipsync, ["check", "--face-cropped", "--model", "tiny_house", "--json", "-",
+                                         str(clip("synced_lrs2_demo00004_01.mp4"))])
+    assert check.exit_code == 0, check.output
+    result = json.loads(check.stdout)[0]
+    assert result["model"]["architecture"] == "compact" and result["num_windows"] > 100
+
+
+def test_fit_without_data_is_one_clear_line(tmp_path):
+    result = CliRunner().invoke(train_cli, ["fit", str(tmp_path / "empty"), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "run `lipsync-train prepare` first" in result.output
+
