@@ -6,6 +6,16 @@ from .syncnet import FastSyncNet, SyncNet
 from .weights import BadWeights, LoadedModel, load_model
 
 __all__ = [
-    "BadWeights", "DEFAULT_MODEL", "FastSyncNet", "KNOWN_MODELS", "LoadedModel", "MfccStream",
-    "ModelNotFound", "SyncNet", "load", "load_model", "mfcc", "resolve",
+    "DEFAULT_MODEL",
+    "KNOWN_MODELS",
+    "BadWeights",
+    "FastSyncNet",
+    "LoadedModel",
+    "MfccStream",
+    "ModelNotFound",
+    "SyncNet",
+    "load",
+    "load_model",
+    "mfcc",
+    "resolve",
 ]

@@ -159,7 +159,7 @@ class FastSyncNet(nn.Module):
         self.audio_head = net.netfcaud
         self.eval()
 
-    def channels_last(self) -> "FastSyncNet":
+    def channels_last(self) -> FastSyncNet:
         """The memory layout oneDNN convolutions run fastest in on CPU."""
         self.lip_conv1.to(memory_format=torch.channels_last_3d)
         self.lip_tower.to(memory_format=torch.channels_last)

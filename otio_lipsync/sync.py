@@ -20,7 +20,12 @@ import torch
 
 from .errors import TooShort
 from .model import FastSyncNet, LoadedModel, MfccStream, SyncNet
-from .model.syncnet import CROP_SIZE, EMBEDDING_DIM, FRAMES_PER_WINDOW, MFCC_COLUMNS_PER_WINDOW
+from .model.syncnet import (
+    CROP_SIZE,
+    EMBEDDING_DIM,
+    FRAMES_PER_WINDOW,
+    MFCC_COLUMNS_PER_WINDOW,
+)
 
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 COLUMNS_PER_FRAME = 4
@@ -128,7 +133,7 @@ class SyncEngine:
                for s in range(0, len(windows), step)]
         return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
 
-    def stream(self, source: str = "<input>", keep_first: int = 20) -> "SyncStream":
+    def stream(self, source: str = "<input>", keep_first: int = 20) -> SyncStream:
         return SyncStream(self, source, keep_first)
 
     def analyse(self, chunks, source: str = "<input>") -> SyncResult:
@@ -250,7 +255,7 @@ class SyncStream:
         self._emit_rows(final=True, num_windows=num_windows)
         dists = np.concatenate(self._rows)[:num_windows]
         offset, minval, conf, mean, fconf, fconf_filtered = offset_from_dists(dists, self.vshift)
-        first = lambda parts: torch.cat(parts)[: self.keep_first].cpu().numpy() if parts else None  # noqa: E731
+        first = lambda parts: torch.cat(parts)[: self.keep_first].cpu().numpy() if parts else None
         return SyncResult(
             dists=dists, mean_dists=mean, offset_frames=offset, min_distance=minval, confidence=conf,
             framewise_confidence=fconf_filtered, framewise_confidence_unfiltered=fconf,

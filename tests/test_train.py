@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-from otio_lipsync.cli import main as lipsync
 from otio_lipsync.model.compact import CompactSyncNet
 from otio_lipsync.train.cli import main as train_cli
 from otio_lipsync.train.evaluate import refine_mask
 from otio_lipsync.train.objectives import pair_loss
 from otio_lipsync.train.pairs import FeatureTrack, PairSampler
+
+from otio_lipsync.cli import main as lipsync
 
 from .conftest import CLIPS, clip
 
@@ -124,7 +124,8 @@ def test_fit_is_deterministic_and_resumes(tiny_dataset, tmp_path):
     wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
     wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa), "same seed, interrupted and resumed: same weights"
-    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    with open(tmp_path / "b" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["step"] for r in rows] == ["3", "6"]
     assert float(rows[-1]["data_share"]) < 0.5 and float(rows[-1]["lip_windows_per_s"]) > 0
 

@@ -103,7 +103,7 @@ def _eval_tracks(model_path: str, datasets, persons: str):
     state = None
     if model_path.endswith(".pt"):
         net, state = load_checkpoint(model_path)
-        chosen = set(p for p in persons.split(",") if p) or set(state.get("val_persons", []))
+        chosen = {p for p in persons.split(",") if p} or set(state.get("val_persons", []))
         datasets = datasets or state.get("datasets", [])
     else:
         loaded = load_model(model_path)
@@ -111,7 +111,7 @@ def _eval_tracks(model_path: str, datasets, persons: str):
         if loaded.architecture != "compact":
             raise LipsyncError(model_path, "eval runs on the compact architecture's prepared mouths; "
                                "measure SyncNet models with `lipsync check` on the clips")
-        chosen = set(p for p in persons.split(",") if p) or set(loaded.metadata.get("validation", {}).get("persons", []))
+        chosen = {p for p in persons.split(",") if p} or set(loaded.metadata.get("validation", {}).get("persons", []))
     if not chosen:
         raise LipsyncError(model_path, "no validation persons recorded: give --persons")
     cfg = net.config

@@ -16,9 +16,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -147,9 +147,8 @@ def prepare(inputs: list[str], dataset: str | os.PathLike, person: str | None = 
             name = f"shard_{k:04d}.npz"
             mouths = np.concatenate([t["mouths"] for t in pending])
             audio = np.concatenate([t["audio"] for t in pending])
-            with atomic_output(str(dataset / name)) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez_compressed(f, mouths=mouths, audio=audio)
+            with atomic_output(str(dataset / name)) as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(f, mouths=mouths, audio=audio)
             entries, at = [], 0
             for t in pending:
                 n = len(t["mouths"])

@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..model.compact import FRAMES_PER_WINDOW, MOUTH_COLS, MOUTH_ROWS, MOUTH_SIZE, CompactSyncNet
+from ..model.compact import (
+    FRAMES_PER_WINDOW,
+    MOUTH_COLS,
+    MOUTH_ROWS,
+    MOUTH_SIZE,
+    CompactSyncNet,
+)
 from ..model.weights import MODEL_FORMAT
 from ..outputs import atomic_output
 from .evaluate import VSHIFT, track_dists

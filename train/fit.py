@@ -13,9 +13,9 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
 
     log_path = out_dir / "log.csv"
     new_log = not log_path.exists() or not resume
-    log = open(log_path, "w" if new_log else "a", newline="")
+    log = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115 - open for the whole run, flushed per row
     writer = csv.writer(log)
     if new_log:
         writer.writerow(["step", "loss", "lr", "lip_windows_per_s", "pairs_per_s", "data_share", "val_acc5",
