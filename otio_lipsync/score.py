@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 SCHEMA = "otio-lipsync/score/1"
