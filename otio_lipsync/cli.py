@@ -300,11 +300,14 @@ def models_download(name, url):
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model for measuring (auto and residual).")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to shift.")
+@click.option("--channel", type=int, default=None, metavar="N",
+              help="Measure on channel N (from 0) of that stream alone (e.g. the dialogue channel of a 5.1 mix); "
+                   "the whole stream is still shifted. Default: the mono downmix.")
 @click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
               help="ffmpeg binary (default: $FFMPEG_PATH, else imageio-ffmpeg's).")
 @click.option("--no-verify", is_flag=True, help="Do not re-measure OUT after writing it.")
-def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, precision, audio_stream, ffmpeg_path,
-        no_verify):
+def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, precision, audio_stream, channel,
+        ffmpeg_path, no_verify):
     """Write a copy of SOURCE with its audio shifted into sync; the video is copied bit-exact.
 
     SOURCE and OUTPUT may be `-` (stdin / stdout, Matroska on stdout) to sit in an ffmpeg pipe:
@@ -345,7 +348,8 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
             if target == "-":
                 target_path = os.path.join(work, "out.mkv")
             if delay_ms == "auto":
-                before, _ = measure(source_path, engine, face_cropped, FootageOptions(), detector, audio_stream)
+                before, _ = measure(source_path, engine, face_cropped, FootageOptions(), detector, audio_stream,
+                                    channel=channel)
                 shift = before.audio_delay_ms
                 click.echo(before.summary().replace(source_path, source, 1), err=True)
             else:
@@ -361,7 +365,8 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
             say(f"{source}: audio moved {abs(shift):.0f} ms {'earlier' if shift > 0 else 'later'} "
                 f"({method}) -> {target}")
             if not no_verify:
-                after, _ = measure(target_path, engine, face_cropped, FootageOptions(), detector, 0)
+                # OUT has only the shifted stream, with the source's channel layout
+                after, _ = measure(target_path, engine, face_cropped, FootageOptions(), detector, 0, channel=channel)
                 say(f"{target}: residual {after.audio_delay_ms:+.0f} ms "
                     f"({after.offset_frames:+d} frames), confidence {after.confidence:.2f}")
             if target == "-":
