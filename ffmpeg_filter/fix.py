@@ -22,6 +22,9 @@ from ..media import find_ffmpeg, probe
 from ..outputs import atomic_output
 
 METHODS = ("copy", "reencode")
+# containers whose ffmpeg muxer silently drops the start offset of copied audio (tested: the output
+# plays exactly as the input), so `copy` cannot shift it; reencode can
+COPY_CANNOT_SHIFT = {".mxf": "MXF"}
 
 
 class FfmpegFailed(LipsyncError):
@@ -50,10 +53,20 @@ def _audio_filter(shift_s: float, duration_s: float | None) -> str:
     return ",".join(parts)
 
 
+class CannotFix(LipsyncError):
+    """The container cannot carry the correction with the chosen method."""
+
+
 def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", audio_stream: int = 0,
-             ffmpeg: str | None = None, audio_codec: str = "aac") -> FixPlan:
+             ffmpeg: str | None = None, audio_codec: str | None = None) -> FixPlan:
+    """audio_codec for reencode: default the source's own codec when it is PCM (lossless, and what MXF
+    and broadcast files carry), else AAC."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}")
+    container = COPY_CANNOT_SHIFT.get(os.path.splitext(target)[1].lower())
+    if method == "copy" and container and delay_ms:
+        raise CannotFix(source, f"{container} cannot record a start offset for copied audio (ffmpeg's muxer drops "
+                        f"it, the output would be unchanged): use --method reencode")
     if os.path.exists(target) and os.path.exists(source) and os.path.samefile(source, target):
         raise OutputError(target, "is the input: refusing to overwrite it (choose another -o)")
     info = probe(source, audio_stream)
@@ -61,6 +74,8 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
         raise NoVideoStream(source, "has no video stream")
     if not info.has_audio:
         raise NoAudioStream(source, "has no audio stream")
+    if audio_codec is None:
+        audio_codec = info.audio_codec if (info.audio_codec or "").startswith("pcm_") else "aac"
     exe = find_ffmpeg(ffmpeg)
     shift_s = delay_ms / 1000.0
     cmd = [exe, "-nostdin", "-v", "error", "-y", "-i", source]

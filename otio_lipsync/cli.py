@@ -300,11 +300,14 @@ def models_download(name, url):
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model for measuring (auto and residual).")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to shift.")
+@click.option("--channel", type=int, default=None, metavar="N",
+              help="Measure on channel N (from 0) of that stream alone (e.g. the dialogue channel of a 5.1 mix); "
+                   "the whole stream is still shifted. Default: the mono downmix.")
 @click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
               help="ffmpeg binary (default: $FFMPEG_PATH, else imageio-ffmpeg's).")
 @click.option("--no-verify", is_flag=True, help="Do not re-measure OUT after writing it.")
-def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, precision, audio_stream, ffmpeg_path,
-        no_verify):
+def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, precision, audio_stream, channel,
+        ffmpeg_path, no_verify):
     """Write a copy of SOURCE with its audio shifted into sync; the video is copied bit-exact.
 
     SOURCE and OUTPUT may be `-` (stdin / stdout, Matroska on stdout) to sit in an ffmpeg pipe:
@@ -345,7 +348,8 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
             if target == "-":
                 target_path = os.path.join(work, "out.mkv")
             if delay_ms == "auto":
-                before, _ = measure(source_path, engine, face_cropped, FootageOptions(), detector, audio_stream)
+                before, _ = measure(source_path, engine, face_cropped, FootageOptions(), detector, audio_stream,
+                                    channel=channel)
                 shift = before.audio_delay_ms
                 click.echo(before.summary().replace(source_path, source, 1), err=True)
             else:
@@ -361,7 +365,8 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
             say(f"{source}: audio moved {abs(shift):.0f} ms {'earlier' if shift > 0 else 'later'} "
                 f"({method}) -> {target}")
             if not no_verify:
-                after, _ = measure(target_path, engine, face_cropped, FootageOptions(), detector, 0)
+                # OUT has only the shifted stream, with the source's channel layout
+                after, _ = measure(target_path, engine, face_cropped, FootageOptions(), detector, 0, channel=channel)
                 say(f"{target}: residual {after.audio_delay_ms:+.0f} ms "
                     f"({after.offset_frames:+d} frames), confidence {after.confidence:.2f}")
             if target == "-":
@@ -370,3 +375,119 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
                 sys.stdout.buffer.flush()
     except LipsyncError as exc:
         _fail(str(exc))
+
+
+# --- lipsync score ----------------------------------------------------------------------------
+
+def _score_metric_names():
+    from .score import METRICS
+
+    return list(METRICS)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--metric", "metric_name", type=click.Choice(_score_metric_names()), default="lse", show_default=True,
+              help="lse: LSE-D and LSE-C as Wav2Lip's evaluation scripts compute them on syncnet_python.")
+@click.option("--face-cropped", is_flag=True,
+              help="Every file is a face crop (as calculate_scores_LRS.py assumes); without it each file goes "
+                   "through shots, face detection and tracks, and every face track is scored.")
+@click.option("--model", "model_name", metavar="NAME|PATH", default=None,
+              help="Model name or file. Default: syncnet_v2 (the weights the published LSE numbers use).")
+@click.option("--reference-decode", is_flag=True,
+              help="Decode as the evaluation scripts do (ffmpeg -> JPEG files -> libjpeg; ffmpeg -> WAV): the "
+                   "numbers to compare with published LSE tables. Needs --face-cropped.")
+@click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None, help="ffmpeg binary for --reference-decode.")
+@click.option("--json", "json_path", metavar="PATH|-", default=None,
+              help="Write {summary, files} as JSON to PATH, or to stdout with `-` (the table then goes to stderr).")
+@click.option("--csv", "csv_path", metavar="PATH", default=None,
+              help="Write one CSV row per file (and per face track of raw footage).")
+@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15).")
+@click.option("--batch-size", default=16, show_default=True, help="Windows per network batch.")
+@click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
+@click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
+@click.option("--channel", type=int, default=None, metavar="N", help="Analyse channel N of that stream alone.")
+@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "face_alignment"]),
+              help="Raw footage: face detector (face_alignment = S3FD, the reference pipeline's).")
+@click.option("--detect-every", default=2, show_default=True, metavar="N", help="Raw footage: detect every N-th frame.")
+@click.option("--min-track", default=100, show_default=True, metavar="FRAMES", help="Raw footage: shortest track kept.")
+@click.option("--min-face", default=40.0, show_default=True, metavar="PX", help="Raw footage: smallest face kept.")
+def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg_path, json_path, csv_path, vshift,
+          batch_size, threads, audio_stream, channel, detector, detect_every, min_track, min_face):
+    """Score lip-sync quality of FILES (files or folders, searched recursively for videos).
+
+    Prints a table of LSE-D (lower is better) and LSE-C (higher is better) per file and their means.
+    Files that cannot be scored get one line each naming the file and the problem; the others are
+    still scored; the exit code is then 2.
+
+    \b
+    Examples:
+      lipsync score --face-cropped --reference-decode generated/      # compare with published tables
+      lipsync score --face-cropped --csv scores.csv --json - results/
+    """
+    import csv
+    import io
+
+    from tqdm import tqdm
+
+    from .errors import LipsyncError
+    from .score import SCHEMA, csv_rows, expand_inputs, get_metric, score_file, summarise, table
+
+    metric = get_metric(metric_name)
+    if reference_decode and not face_cropped:
+        _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
+    if reference_decode and channel is not None:
+        _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
+    paths = expand_inputs(files)
+    if not paths:
+        _fail(f"no video files found in {', '.join(files)}")
+    engine = load_engine(model_name or metric.default_model, vshift, batch_size, threads)
+    footage_options, face_detector = None, None
+    if not face_cropped:
+        from .faces.detectors import DetectorUnavailable, make_detector
+        from .faces.tracks import TrackOptions
+        from .footage import FootageOptions
+
+        footage_options = FootageOptions(detect_every=detect_every, detector=detector,
+                                         tracks=TrackOptions(min_track_frames=min_track, min_face_px=min_face))
+        try:
+            face_detector = make_detector(detector)
+        except DetectorUnavailable as exc:
+            _fail(str(exc))
+    scores, entries, failed = [], [], 0
+    bar = tqdm(paths, desc=f"lipsync score ({metric.name})", unit="file", file=sys.stderr, leave=False,
+               disable=None if len(paths) > 1 else True)
+    for path in bar:
+        try:
+            s = score_file(path, engine, metric, face_cropped, footage_options, face_detector,
+                           reference_decode=reference_decode, ffmpeg=ffmpeg_path, audio_stream=audio_stream,
+                           channel=channel)
+        except LipsyncError as exc:
+            failed += 1
+            tqdm.write(f"{exc}", file=sys.stderr)
+            entries.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
+            continue
+        scores.append(s)
+        entries.append(s.to_dict())
+    bar.close()
+    summary = summarise(metric, scores, failed)
+    model = scores[0].model if scores else (engine.model.describe() if engine.model else {})
+    if scores:
+        click.echo(table(metric, scores, summary), file=sys.stderr if json_path == "-" else sys.stdout)
+    if json_path:
+        write_json_atomic(json_path, {"schema": SCHEMA, "metric": metric.name, "model": model,
+                                      "decode": "reference" if reference_decode else "direct",
+                                      "summary": summary, "files": entries})
+    if csv_path:
+        from .outputs import atomic_output
+
+        header, rows = csv_rows(metric, entries)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        with atomic_output(csv_path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+            f.write(buffer.getvalue())
+    if failed:
+        click.echo(f"lipsync: {failed} of {len(paths)} file(s) could not be scored", err=True)
+        sys.exit(EXIT_ERROR)

@@ -123,3 +123,23 @@ def test_fix_as_a_filter_in_a_pipe(stand_in_path, ffmpeg_exe, late_120, tmp_path
     assert "-: residual +0 ms (+0 frames)" in proc.stderr
     assert media.probe(str(out)).container == "matroska,webm"
     assert video_hashes(str(out)) == video_hashes(str(late_120))
+
+
+def test_channel_measures_the_dialogue_channel_and_shifts_the_whole_stream(stand_in_path, ffmpeg_exe, tmp_path):
+    """Left: the clip's dialogue, 120 ms late; right: a 440 Hz tone that hides it in the mono mix.
+    --channel 0 measures the dialogue alone; the fix shifts both channels; the residual is on channel 0."""
+    src = tmp_path / "dialogue_left_tone_right.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_aoc_delay3")), "-f", "lavfi", "-i",
+               "sine=frequency=440:sample_rate=16000:duration=8", "-filter_complex",
+               "[0:a]aresample=16000[d];[1:a]volume=4[t];[d][t]join=inputs=2:channel_layout=stereo[a]",
+               "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac", str(src))
+    out = tmp_path / "fixed.mp4"
+    result = fix(src, "-o", out, "--channel", "0", "--method", "reencode", "--face-cropped", "--model", stand_in_path)
+    assert result.exit_code == 0, result.output
+    assert "audio 120 ms late" in result.stderr
+    assert "audio moved 120 ms earlier" in result.stdout and f"{out}: residual +0 ms" in result.stdout
+    assert media.probe(str(out)).audio_channels == 2
+    assert video_hashes(str(out)) == video_hashes(str(src))
+    missing = fix(src, "-o", tmp_path / "never.mp4", "--channel", "5", "--face-cropped", "--model", stand_in_path)
+    assert missing.exit_code == 2 and "has no audio channel 5" in missing.stderr
+    assert not (tmp_path / "never.mp4").exists()

@@ -1,0 +1,237 @@
+"""`lipsync score`: lip-sync quality metrics of talking-head videos, per file and averaged.
+
+Metrics live in a registry (`METRICS`) so that others (IC-SyncNet's, once its model is trained) can
+be added beside LSE: a metric turns the per-face-track sync results of one file into numbers, and
+says how to average them over files.
+
+LSE (Prajwal et al., *A Lip Sync Expert Is All You Need*, 2020), exactly as Wav2Lip's
+`evaluation/scores_LSE/` computes it on top of syncnet_python's `evaluate`:
+- per face track: LSE-D = `minval`, the minimum over the +-15 frame shifts of the mean (over windows)
+  distance curve; LSE-C = `conf` = median - minimum of that same curve;
+- face-cropped files (`calculate_scores_LRS.py`): the file is one track; the reported numbers are the
+  plain means over files of minval and of conf;
+- raw footage (`calculate_scores_real_videos.sh`): every face track of every file is one line
+  "minval conf" of all_scores.txt, so its mean weights every track alike (`mean_over_tracks`); a file's
+  own value is the mean of its tracks, and `mean_over_files` averages those.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+SCHEMA = "otio-lipsync/score/1"
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".mxf", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
+                  ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".dv")
+
+
+class TrackSync(Protocol):
+    """What a metric reads of one face track's sync result: a `sync.SyncResult`, or anything with
+    the same reductions (the raw-footage pipeline's per-track entries)."""
+
+    min_distance: float
+    confidence: float
+    offset_frames: int
+    num_windows: int
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """A face track's reductions, when the SyncResult itself is not at hand (raw footage)."""
+
+    min_distance: float
+    confidence: float
+    offset_frames: int
+    num_windows: int
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # JSON / CSV name
+    label: str  # table heading
+    better: str  # "lower" or "higher"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    per_track: Callable[[TrackSync], dict]  # one track -> {column.key: value}
+    default_model: str | None = None  # None: the CLI's --model default
+
+
+def lse_of_track(result: TrackSync) -> dict:
+    """LSE-D and LSE-C of one face track: syncnet_python's `minval` and `conf`."""
+    return {"lse_d": float(result.min_distance), "lse_c": float(result.confidence)}
+
+
+LSE = Metric(
+    name="lse",
+    description="LSE-D (min of the mean SyncNet distance over +-15 frames, lower is better) and LSE-C "
+                "(median - min of that curve, higher is better), as Wav2Lip's evaluation scripts",
+    columns=(Column("lse_d", "LSE-D", "lower"), Column("lse_c", "LSE-C", "higher")),
+    per_track=lse_of_track,
+)
+
+METRICS: dict[str, Metric] = {m.name: m for m in (LSE,)}
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r} (known: {', '.join(METRICS)})") from None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+@dataclass
+class FileScore:
+    file: str
+    metric: str
+    values: dict  # column key -> the file's value (mean over its tracks)
+    tracks: list[dict]  # one entry per face track: column values, offset_frames, num_windows (+ times)
+    decode: str
+    face_cropped: bool
+    model: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {"file": self.file, "metric": self.metric, **self.values,
+               "offset_frames": self.tracks[0]["offset_frames"] if len(self.tracks) == 1 else None,
+               "num_windows": sum(t["num_windows"] for t in self.tracks),
+               "num_tracks": len(self.tracks), "decode": self.decode, "face_cropped": self.face_cropped}
+        if not self.face_cropped:
+            out["tracks"] = self.tracks
+        return out
+
+
+def score_tracks(metric: Metric, tracks: Sequence[TrackSync]) -> tuple[dict, list[dict]]:
+    """Pure: one file's face tracks -> (the file's values = mean over tracks, per-track entries)."""
+    if not tracks:
+        raise ValueError("a file needs at least one face track to be scored")
+    entries = []
+    for number, t in enumerate(tracks):
+        entry = {"id": number, **metric.per_track(t), "offset_frames": int(t.offset_frames),
+                 "num_windows": int(t.num_windows)}
+        for key in ("start_s", "end_s"):
+            if getattr(t, key, None) is not None:
+                entry[key] = getattr(t, key)
+        entries.append(entry)
+    values = {c.key: _mean([e[c.key] for e in entries]) for c in metric.columns}
+    return values, entries
+
+
+def summarise(metric: Metric, scores: Sequence[FileScore], failed: int = 0) -> dict:
+    """Averages as the evaluation scripts report them: over files (calculate_scores_LRS.py) and over
+    all face tracks of all files (the mean of calculate_scores_real_videos.sh's all_scores.txt)."""
+    tracks = [t for s in scores for t in s.tracks]
+    return {
+        "metric": metric.name,
+        "files": len(scores),
+        "tracks": len(tracks),
+        "failed": failed,
+        "mean_over_files": {c.key: _mean([s.values[c.key] for s in scores]) for c in metric.columns},
+        "mean_over_tracks": {c.key: _mean([t[c.key] for t in tracks]) for c in metric.columns},
+    }
+
+
+def score_file(path: str, engine, metric: Metric, face_cropped: bool = True, footage_options=None,
+               detector=None, reference_decode: bool = False, ffmpeg: str | None = None, audio_stream: int = 0,
+               channel: int | None = None, progress=None) -> FileScore:
+    """One file -> FileScore; raises a LipsyncError subclass on bad input (NoFace when raw footage has
+    no usable face track)."""
+    if face_cropped:
+        from .analysis import analyse_file
+
+        analysis, result = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
+                                        audio_stream=audio_stream, channel=channel)
+        tracks: list[TrackSync] = [result]
+    else:
+        if reference_decode:
+            raise ValueError("reference decode is syncnet_python's face-crop input path: use it with face_cropped")
+        from .footage import analyse_footage
+
+        analysis, _ = analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
+                                      progress=progress, channel=channel)
+        tracks = [TrackSummary(t["min_distance"], t["confidence"], t["offset_frames"], t["num_windows"],
+                               t["start_s"], t["end_s"]) for t in analysis.tracks]
+    values, entries = score_tracks(metric, tracks)
+    return FileScore(file=path, metric=metric.name, values=values, tracks=entries, decode=analysis.decode,
+                     face_cropped=face_cropped, model=analysis.model)
+
+
+def expand_inputs(paths: Iterable[str], suffixes: Sequence[str] = VIDEO_SUFFIXES) -> list[str]:
+    """Files as given; a folder -> its video files (by suffix, case-insensitive), recursively, sorted,
+    hidden files and folders skipped. A folder without any video yields nothing."""
+    out = []
+    for p in paths:
+        if p != "-" and os.path.isdir(p):
+            found = []
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, f) for f in files
+                          if not f.startswith(".") and f.lower().endswith(tuple(suffixes))]
+            out += sorted(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _fmt(value, width: int = 8, digits: int = 3) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
+def table(metric: Metric, scores: Sequence[FileScore], summary: dict) -> str:
+    """A plain-text table: one row per file (and per track of raw footage), then the means."""
+    names = [s.file for s in scores] + ["mean over files", "mean over tracks"]
+    width = max([len(n) for n in names] + [4])
+    head = f"{'file':<{width}} " + " ".join(f"{c.label:>8}" for c in metric.columns) + f" {'offset':>6} {'windows':>7}"
+    lines = [head, "-" * len(head)]
+    for s in scores:
+        offset = s.tracks[0]["offset_frames"] if len(s.tracks) == 1 else None
+        lines.append(f"{s.file:<{width}} " + " ".join(_fmt(s.values[c.key]) for c in metric.columns)
+                     + f" {'' if offset is None else f'{offset:+d}':>6} {sum(t['num_windows'] for t in s.tracks):>7}")
+        if not s.face_cropped:
+            for t in s.tracks:
+                label = f"  track {t['id']} {t.get('start_s', 0):.1f}-{t.get('end_s', 0):.1f} s"
+                lines.append(f"{label:<{width}} " + " ".join(_fmt(t[c.key]) for c in metric.columns)
+                             + f" {t['offset_frames']:+6d} {t['num_windows']:>7}")
+    lines.append("-" * len(head))
+    lines.append(f"{'mean over files':<{width}} "
+                 + " ".join(_fmt(summary['mean_over_files'][c.key]) for c in metric.columns)
+                 + f"   ({summary['files']} file(s))")
+    if summary["tracks"] != summary["files"]:
+        lines.append(f"{'mean over tracks':<{width}} "
+                     + " ".join(_fmt(summary['mean_over_tracks'][c.key]) for c in metric.columns)
+                     + f"   ({summary['tracks']} track(s))")
+    return "\n".join(lines)
+
+
+def csv_rows(metric: Metric, entries: Sequence[dict]) -> tuple[list[str], list[list]]:
+    """(header, rows) for --csv: one row per file (track empty) and, for raw footage, one per track;
+    a file that could not be scored has its error and empty values."""
+    keys = [c.key for c in metric.columns]
+    header = ["file", "track", *keys, "offset_frames", "num_windows", "decode", "error"]
+    rows = []
+    for e in entries:
+        if "error" in e:
+            rows.append([e["file"], "", *[""] * len(keys), "", "", "", e["error"]])
+            continue
+        rows.append([e["file"], "", *[_csv_num(e[k]) for k in keys],
+                     "" if e["offset_frames"] is None else e["offset_frames"], e["num_windows"], e["decode"], ""])
+        for t in e.get("tracks", []):
+            rows.append([e["file"], t["id"], *[_csv_num(t[k]) for k in keys], t["offset_frames"], t["num_windows"],
+                         e["decode"], ""])
+    return header, rows
+
+
+def _csv_num(value) -> str:
+    return "" if value is None else repr(float(value))

@@ -1,0 +1,227 @@
+"""`lipsync score --metric lse` against the golden outputs in ../shared/reference.
+
+LSE-D and LSE-C are syncnet_python's `minval` and `conf`, so the expected numbers follow from the golden
+distance matrices: min and median - min of their mean over windows. `raw_dists` (frames decoded directly)
+are the reference for the normal path, the plain `dists` (JPEG round trip) for --reference-decode.
+"""
+
+from __future__ import annotations
+
+import csv
+import filecmp
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from otio_lipsync.cli import main
+from otio_lipsync.score import LSE, FileScore, TrackSummary, expand_inputs, score_tracks, summarise
+from otio_lipsync.sync import offset_from_dists
+
+from .conftest import CLIPS, GOLDEN_NAMES, STAND_IN, clip, reference_input, run_ffmpeg, system_ffmpeg_version
+
+DIST_RTOL = 2e-5  # the reference README's tolerance for a faithful float32 reimplementation
+DIRECT_RTOL = 2e-3  # PyAV's bundled FFmpeg >= 7 decodes AAC 1 LSB off FFmpeg 5.1 (see test_parity)
+
+
+def lse_from_golden(g, prefix: str) -> tuple[float, float, float]:
+    """(LSE-D, LSE-C, scale) derived from a golden distance matrix; scale = its largest distance."""
+    dists = g[prefix + "dists"]
+    mean = dists.astype(np.float64).mean(0)
+    return float(mean.min()), float(np.median(mean) - mean.min()), float(np.abs(dists).max())
+
+
+def score(*args):
+    return CliRunner().invoke(main, ["score", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("prefix", ["raw_", ""])
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_lse_of_golden_distances_is_the_references_minval_and_conf(golden, name, prefix):
+    """The metric reduces the mean distance curve (not per-window minima): it gives the golden minval/conf."""
+    g = golden(name)
+    offset, minval, conf, *_ = offset_from_dists(g[prefix + "dists"], int(g["vshift"]))
+    values, tracks = score_tracks(LSE, [TrackSummary(minval, conf, offset, int(g["num_windows"]))])
+    scale = float(np.abs(g[prefix + "dists"]).max())
+    assert values["lse_d"] == pytest.approx(float(g[prefix + "minval"]), abs=DIST_RTOL * scale)
+    assert values["lse_c"] == pytest.approx(float(g[prefix + "conf"]), abs=2 * DIST_RTOL * scale)
+    d, c, _ = lse_from_golden(g, prefix)
+    assert values["lse_d"] == pytest.approx(d, abs=DIST_RTOL * scale)
+    assert values["lse_c"] == pytest.approx(c, abs=2 * DIST_RTOL * scale)
+    assert tracks[0]["offset_frames"] == int(g[prefix + "offset"])
+
+
+def test_score_direct_decode_equals_raw_golden(stand_in_path, golden):
+    inputs = [reference_input(n) for n in GOLDEN_NAMES]
+    result = score("--face-cropped", "--model", stand_in_path, "--json", "-", *inputs)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # pure JSON on stdout; the table went to stderr
+    assert "mean over files" in result.stderr
+    assert report["metric"] == "lse" and report["decode"] == "direct"
+    assert report["model"]["sha256"] == "46801fe84223d640d58d90774c7f2d9ea59fa4b4172db5aefd2c7c9afd9f4ec7"
+    expected = []
+    for name, entry in zip(GOLDEN_NAMES, report["files"]):
+        d, c, scale = lse_from_golden(golden(name), "raw_")
+        expected.append((d, c))
+        assert entry["file"] == str(reference_input(name))
+        assert entry["lse_d"] == pytest.approx(d, rel=DIRECT_RTOL)
+        assert entry["lse_c"] == pytest.approx(c, abs=DIRECT_RTOL * scale)
+        assert entry["offset_frames"] == int(golden(name)["raw_offset"])
+        assert entry["num_windows"] == int(golden(name)["num_windows"]) and entry["num_tracks"] == 1
+    summary = report["summary"]
+    assert summary["files"] == summary["tracks"] == 6 and summary["failed"] == 0
+    assert summary["mean_over_files"]["lse_d"] == pytest.approx(np.mean([d for d, _ in expected]), rel=DIRECT_RTOL)
+    assert summary["mean_over_files"]["lse_c"] == pytest.approx(np.mean([c for _, c in expected]), abs=0.05)
+    assert summary["mean_over_tracks"] == summary["mean_over_files"]
+
+
+def test_score_reference_decode_equals_jpeg_golden(stand_in_path, golden, tmp_path):
+    """The numbers to compare with published LSE tables: the scripts' JPEG round trip, same ffmpeg."""
+    version = system_ffmpeg_version()
+    if not version or not version.startswith("5.1"):
+        pytest.skip(f"needs Debian 12's ffmpeg 5.1 on PATH (the golden run's build), found {version}")
+    out = tmp_path / "ref.json"
+    result = score("--face-cropped", "--reference-decode", "--model", stand_in_path, "--json", out,
+                   reference_input(GOLDEN_NAMES[0]).parent)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["decode"] == "reference"
+    by_name = {os.path.splitext(os.path.basename(e["file"]))[0]: e for e in report["files"]}
+    assert sorted(by_name) == sorted(GOLDEN_NAMES)  # the folder, found by suffix
+    ds, cs = [], []
+    for name in GOLDEN_NAMES:
+        g = golden(name)
+        d, c, scale = lse_from_golden(g, "")
+        entry = by_name[name]
+        assert entry["lse_d"] == pytest.approx(float(g["minval"]), abs=DIST_RTOL * scale)
+        assert entry["lse_c"] == pytest.approx(float(g["conf"]), abs=2 * DIST_RTOL * scale)
+        assert entry["lse_d"] == pytest.approx(d, abs=DIST_RTOL * scale)
+        assert entry["lse_c"] == pytest.approx(c, abs=2 * DIST_RTOL * scale)
+        assert entry["decode"] == "reference"
+        ds.append(float(g["minval"]))
+        cs.append(float(g["conf"]))
+    # calculate_scores_LRS.py's "Average Minimum Distance" and "Average Confidence"
+    assert report["summary"]["mean_over_files"]["lse_d"] == pytest.approx(np.mean(ds), abs=1e-3)
+    assert report["summary"]["mean_over_files"]["lse_c"] == pytest.approx(np.mean(cs), abs=1e-3)
+    assert f"{np.mean(ds):.3f}" in result.stdout and f"{np.mean(cs):.3f}" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, ffmpeg_exe):
+    """a/vr5_adv5.mp4 (good), a/b/broken.mov (random bytes), notes.txt and a hidden file (not videos)."""
+    root = tmp_path_factory.mktemp("folder")
+    (root / "a" / "b").mkdir(parents=True)
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr5_adv5")), "-c", "copy", str(root / "a" / "vr5_adv5.mp4"))
+    (root / "a" / "b" / "broken.mov").write_bytes(os.urandom(30_000))
+    (root / "notes.txt").write_text("not a video")
+    (root / ".partial.mp4").write_bytes(b"")
+    return root
+
+
+def test_folder_with_a_bad_file_keeps_going_and_exits_2(stand_in_path, mixed_folder, tmp_path):
+    assert expand_inputs([str(mixed_folder)]) == [str(mixed_folder / "a" / "b" / "broken.mov"),
+                                                 str(mixed_folder / "a" / "vr5_adv5.mp4")]
+    out_json, out_csv = tmp_path / "s.json", tmp_path / "s.csv"
+    result = score("--face-cropped", "--model", stand_in_path, "--json", out_json, "--csv", out_csv, mixed_folder)
+    assert result.exit_code == 2
+    bad = str(mixed_folder / "a" / "b" / "broken.mov")
+    lines = [line for line in result.stderr.splitlines() if bad in line]
+    assert len(lines) == 1 and "not a readable media file" in lines[0], result.stderr
+    assert "1 of 2 file(s) could not be scored" in result.stderr
+    assert "Traceback" not in result.output
+    assert "vr5_adv5.mp4" in result.stdout and "mean over files" in result.stdout
+    report = json.loads(out_json.read_text())
+    assert [e.get("error_type") for e in report["files"]] == ["UnreadableMedia", None]
+    good = report["files"][1]
+    assert good["offset_frames"] == 5
+    assert report["summary"]["files"] == 1 and report["summary"]["failed"] == 1
+    assert report["summary"]["mean_over_files"]["lse_d"] == good["lse_d"]
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["file"] for r in rows] == [bad, good["file"]]
+    assert rows[0]["error"].startswith("not a readable media file") and rows[0]["lse_d"] == ""
+    assert float(rows[1]["lse_d"]) == good["lse_d"] and float(rows[1]["lse_c"]) == good["lse_c"]
+    assert rows[1]["offset_frames"] == "5" and rows[1]["decode"] == "direct" and rows[1]["track"] == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.json"]  # atomic: no temp files left
+
+
+def test_an_empty_folder_or_bad_option_is_one_line(stand_in_path, tmp_path):
+    result = score("--face-cropped", "--model", stand_in_path, tmp_path)
+    assert result.exit_code == 2 and "no video files found" in result.stderr
+    result = score("--reference-decode", "--model", stand_in_path, reference_input("vr2_sync"))
+    assert result.exit_code == 2 and "use it with --face-cropped" in result.stderr
+    result = score("--metric", "nope", reference_input("vr2_sync"))
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_averages_over_files_and_over_tracks():
+    """A raw-footage file's value is the mean of its tracks; all_scores.txt's mean weights every track."""
+    one = [TrackSummary(10.0, 8.0, 0, 100)]
+    two = [TrackSummary(6.0, 2.0, 0, 50), TrackSummary(8.0, 4.0, 1, 60, 0.0, 2.4)]
+    scores = []
+    for name, tracks in (("a.mp4", one), ("b.mp4", two)):
+        values, entries = score_tracks(LSE, tracks)
+        scores.append(FileScore(name, "lse", values, entries, "direct", face_cropped=False))
+    assert scores[1].values == {"lse_d": 7.0, "lse_c": 3.0}
+    assert scores[1].tracks[1] == {"id": 1, "lse_d": 8.0, "lse_c": 4.0, "offset_frames": 1, "num_windows": 60,
+                                   "start_s": 0.0, "end_s": 2.4}
+    s = summarise(LSE, scores, failed=1)
+    assert s["mean_over_files"] == {"lse_d": 8.5, "lse_c": 5.5}
+    assert s["mean_over_tracks"] == {"lse_d": 8.0, "lse_c": pytest.approx(14 / 3)}
+    assert (s["files"], s["tracks"], s["failed"]) == (2, 3, 1)
+    assert scores[1].to_dict()["offset_frames"] is None and len(scores[1].to_dict()["tracks"]) == 2
+    with pytest.raises(ValueError):
+        score_tracks(LSE, [])
+
+
+def test_raw_footage_scores_every_face_track(stand_in_path, tmp_path):
+    """Without --face-cropped: faces stage, one LSE per track (the stand-in's numbers mean nothing here)."""
+    src = clip("synced_edtalk_ted_lieu_01.mp4")
+    out_json, out_csv = tmp_path / "s.json", tmp_path / "s.csv"
+    result = score("--model", stand_in_path, "--json", out_json, "--csv", out_csv, src)
+    assert result.exit_code == 0, result.output
+    entry = json.loads(out_json.read_text())["files"][0]
+    assert entry["face_cropped"] is False and entry["num_tracks"] == len(entry["tracks"]) >= 1
+    assert entry["lse_d"] == pytest.approx(np.mean([t["lse_d"] for t in entry["tracks"]]))
+    assert entry["lse_c"] == pytest.approx(np.mean([t["lse_c"] for t in entry["tracks"]]))
+    assert all(t["end_s"] > t["start_s"] for t in entry["tracks"])
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["track"] for r in rows] == ["", *[str(t["id"]) for t in entry["tracks"]]]
+    assert "track 0" in result.stdout
+
+
+HOUSE_GROUPS = {
+    "synced": ["synced_edtalk_ted_lieu_01.mp4", "synced_hdtf_katie_hill_01.mp4", "synced_mimictalk_german_anchor_01.mp4"],
+    "mismatched": ["mismatched_02.mp4", "mismatched_03.mp4", "mismatched_01.mp4"],  # the same speakers, other audio
+    "generated": ["generated_edtalk_01.mp4", "generated_dreamtalk_01.mp4", "generated_sadtalker_01.mp4"],
+}
+
+
+def house_model_path():
+    """The default model's file, or a skip saying why it cannot judge lip sync."""
+    from otio_lipsync.model import DEFAULT_MODEL, ModelNotFound, registry
+
+    try:
+        path = registry.resolve(None)
+    except ModelNotFound as exc:
+        pytest.skip(f"needs the house model: the default model {DEFAULT_MODEL!r} is not installed ({exc})")
+    if STAND_IN.exists() and filecmp.cmp(path, STAND_IN, shallow=False):
+        pytest.skip(f"the default model {path} is the stand-in {STAND_IN.name}, which knows nothing of lips")
+    return path
+
+
+@pytest.mark.parametrize("group", ["mismatched", "generated"])
+def test_generated_and_mismatched_clips_score_worse_than_synced(group, tmp_path):
+    """With a model that knows lips, real synced speech has the best LSE: lower LSE-D, higher LSE-C."""
+    if not CLIPS.exists():
+        pytest.skip(f"needs {CLIPS} (the project's ../shared data)")
+    model = house_model_path()
+    means = {}
+    for name in ("synced", group):
+        out = tmp_path / f"{name}.json"
+        result = score("--model", model, "--json", out, *[clip(f) for f in HOUSE_GROUPS[name]])
+        assert result.exit_code == 0, result.output
+        means[name] = json.loads(out.read_text())["summary"]["mean_over_files"]
+    assert means[group]["lse_c"] < means["synced"]["lse_c"], means
+    assert means[group]["lse_d"] > means["synced"]["lse_d"], means
