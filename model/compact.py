@@ -45,10 +45,13 @@ class CompactSyncNet(nn.Module):
     confidences (median - min distance) read on the same scale as SyncNet's."""
 
     def __init__(self, audio_feature: str = "mfcc13", audio_columns: int = 20, normalize: bool = False,
-                 embedding_dim: int = COMPACT_EMBEDDING_DIM):
+                 embedding_dim: int = COMPACT_EMBEDDING_DIM, pooled: bool = False, dropout: float = 0.0):
         super().__init__()
         self.config = {"audio_feature": audio_feature, "audio_columns": audio_columns, "normalize": normalize,
-                       "embedding_dim": embedding_dim}
+                       "embedding_dim": embedding_dim, "pooled": pooled, "dropout": dropout}
+        # pooled: average the last lip feature map over space (256 features instead of 256 x 3 x 5): far
+        # fewer weights to memorise a few dozen faces with; dropout: on both heads' inputs, training only
+        self.pooled, self.dropout = pooled, dropout
         self.audio_feature, self.audio_columns, self.normalize = audio_feature, audio_columns, normalize
         rows = {"mfcc13": 13, "logmel26": 26}[audio_feature]
         h, w = MOUTH_SIZE
@@ -58,7 +61,7 @@ class CompactSyncNet(nn.Module):
             *_block(64, 128, 3, 2),  # 6x10
             *_block(128, 256, 3, 2),  # 3x5
         )
-        lip_flat = 256 * ((h + 15) // 16) * ((w + 15) // 16)
+        lip_flat = 256 if pooled else 256 * ((h + 15) // 16) * ((w + 15) // 16)
         self.lip_head = nn.Sequential(nn.Linear(lip_flat, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
                                       nn.Linear(256, embedding_dim))
         self.audio_norm = nn.BatchNorm2d(1)  # features arrive unscaled (log energies); learn their scale
@@ -84,12 +87,14 @@ class CompactSyncNet(nn.Module):
 
     def forward_lip_windows(self, mouths: torch.Tensor) -> torch.Tensor:
         """uint8/float (N, 5, 48, 80) grey lower faces -> (N, D)."""
-        x = (mouths.float() - 128.0) / 64.0
-        return self._finish(self.lip_head(self.lip_tower(x).flatten(1)))
+        x = self.lip_tower((mouths.float() - 128.0) / 64.0)
+        x = x.mean((2, 3)) if self.pooled else x.flatten(1)
+        return self._finish(self.lip_head(nn.functional.dropout(x, self.dropout, self.training)))
 
     def forward_aud(self, features: torch.Tensor) -> torch.Tensor:
         """(N, 1, rows, audio_columns) -> (N, D)."""
-        return self._finish(self.audio_head(self.audio_tower(self.audio_norm(features)).flatten(1)))
+        x = self.audio_tower(self.audio_norm(features)).flatten(1)
+        return self._finish(self.audio_head(nn.functional.dropout(x, self.dropout, self.training)))
 
     def forward_lip(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, 5, 224, 224) BGR windows, SyncNet's lip input -> (N, D)."""

@@ -74,7 +74,7 @@ def main():
                    "not 224x224 are resized. Without it: shots, face detection, tracks, per-face sync, "
                    "active speakers.")
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None,
-              help="Model name (see `lipsync models`) or path to a model file. Default: syncnet_v2.")
+              help="Model name (see `lipsync models`) or path to a model file. Default: house (ships in the package).")
 @click.option("--json", "json_path", metavar="PATH|-", default=None,
               help="Write a JSON array with one object per file to PATH, or to stdout with `-` "
                    "(the one-line summaries then go to stderr).")
@@ -392,8 +392,9 @@ def _score_metric_names():
 @click.option("--face-cropped", is_flag=True,
               help="Every file is a face crop (as calculate_scores_LRS.py assumes); without it each file goes "
                    "through shots, face detection and tracks, and every face track is scored.")
-@click.option("--model", "model_name", metavar="NAME|PATH", default=None,
-              help="Model name or file. Default: syncnet_v2 (the weights the published LSE numbers use).")
+@click.option("--model", "model_name", metavar="NAME|PATH", default="syncnet_v2", show_default=True,
+              help="Model name or file: syncnet_v2 is what published LSE numbers use (install it first, see "
+                   "`lipsync models`); `--model house` scores with the packaged model (not comparable to papers).")
 @click.option("--reference-decode", is_flag=True,
               help="Decode as the evaluation scripts do (ffmpeg -> JPEG files -> libjpeg; ffmpeg -> WAV): the "
                    "numbers to compare with published LSE tables. Needs --face-cropped.")

@@ -47,13 +47,16 @@ class FitOptions:
     checkpoint_every: int = 100
     eval_every: int = 500
     threads: int | None = None
+    pooled: bool = False
+    dropout: float = 0.0
     stop_after: int | None = None  # end this invocation at this step (resume later); not a run option
 
     @property
     def model_config(self) -> dict:
+        extra = {"pooled": self.pooled, "dropout": self.dropout}
         if self.objective == "icsyncnet":  # 0.4 s of log mel, unit-length embeddings
-            return {"audio_feature": "logmel26", "audio_columns": 40, "normalize": True}
-        return {"audio_feature": "mfcc13", "audio_columns": 20, "normalize": False}
+            return {"audio_feature": "logmel26", "audio_columns": 40, "normalize": True, **extra}
+        return {"audio_feature": "mfcc13", "audio_columns": 20, "normalize": False, **extra}
 
 
 def split_persons(persons: list[str], val_persons: list[str], fraction: float, seed: int) -> set[str]:
