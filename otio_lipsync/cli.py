@@ -370,3 +370,71 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
                 sys.stdout.buffer.flush()
     except LipsyncError as exc:
         _fail(str(exc))
+
+
+# --- lipsync otio: the OTIO adapter for people who never touch otioconvert -------------------------
+
+@main.command("otio")
+@click.argument("source", type=click.Path())
+@click.option("-o", "--output", "target", required=True, type=click.Path(),
+              help="The annotated timeline to write (its format by suffix: .otio, .edl, .xml, ...).")
+@click.option("--slip", is_flag=True, help="Shift each paired audio clip's source start by the measured delay.")
+@click.option("--unslip", is_flag=True, help="Restore the source starts a previous --slip changed (no analysis).")
+@click.option("--json", "json_path", metavar="PATH|-", default=None, help="Write a JSON report (per clip, summary).")
+@click.option("--media-root", type=click.Path(), default=None,
+              help="Look up relative media paths here first, then beside the timeline file.")
+@click.option("--cache-dir", type=click.Path(), default=None,
+              help="Analysis cache (default ~/.cache/otio-lipsync/analyses; `none` disables it).")
+@click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model name or file.")
+@click.option("--min-confidence", default=3.0, show_default=True,
+              help="Below it a measurement is marked `low conf` and never slipped.")
+@click.option("--slip-min-confidence", type=float, default=None, help="Confidence needed to slip (default: --min-confidence).")
+@click.option("--face-cropped", is_flag=True, help="The media is already a face crop (default: raw footage).")
+@click.option("--handle", "handle_s", default=0.5, show_default=True, help="Seconds decoded around each clip's range.")
+@click.option("--delay-ms", type=float, default=None,
+              help="Do not measure: take this delay (positive: sound late) for every clip.")
+@click.option("--source-adapter", default=None, help="OTIO adapter that reads SOURCE (default: by its suffix).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-clip progress lines.")
+def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir, model_name, min_confidence,
+                 slip_min_confidence, face_cropped, handle_s, delay_ms, source_adapter, quiet):
+    """Annotate every clip of the timeline SOURCE with lip-sync markers and write it to OUTPUT.
+
+    \b
+    Examples:
+      lipsync otio edit.otio -o checked.otio --json report.json
+      lipsync otio edit.edl -o fixed.otio --slip
+      lipsync otio fixed.otio -o back.otio --unslip
+    Exit code 0 when every clip with media was analysed, 2 on a bad timeline or when a clip's media is
+    missing or unreadable (the other clips are still analysed and OUTPUT is still written).
+    """
+    import opentimelineio as otio
+
+    from .errors import LipsyncError
+    from .otio_adapter.lipsync import LipsyncAdapterError, annotate_file
+    from .outputs import atomic_output
+
+    if os.path.abspath(source) == os.path.abspath(target):
+        _fail(f"{target}: the output would overwrite the input timeline; choose another -o")
+    options = {"slip": slip, "unslip": unslip, "media_root": media_root, "cache_dir": cache_dir,
+               "model": model_name, "min_confidence": min_confidence, "slip_min_confidence": slip_min_confidence,
+               "face_cropped": face_cropped, "handle_s": handle_s, "delay_ms": delay_ms, "quiet": quiet}
+    try:
+        timeline, report = annotate_file(source, source_adapter, **options)  # the model loads when needed
+    except LipsyncAdapterError as exc:
+        _fail(str(exc))
+    try:
+        suffix = os.path.splitext(target)[1]
+        adapter = otio.adapters.from_filepath(target).name
+        with atomic_output(target, suffix) as tmp:
+            otio.adapters.write_to_file(timeline, tmp, adapter_name=adapter)
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        _fail(f"{target}: no OTIO adapter writes {os.path.splitext(target)[1] or '(no suffix)'!r} files")
+    except LipsyncError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a writer that cannot express the timeline: one line
+        _fail(f"{target}: cannot write the timeline ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc})")
+    if json_path:
+        write_json_atomic(json_path, report.to_dict())
+    click.echo(f"lipsync: annotated timeline written to {target}", err=True)
+    if report.warnings:
+        sys.exit(EXIT_ERROR)

@@ -398,9 +398,8 @@ def process_timeline(timeline, timeline_path: str | None, options: Options, engi
         if options.delay_ms is not None:
             delay, conf, key = float(options.delay_ms), None, "given"
             meta.update({"status": "given", "audio_delay_ms": delay})
-            clip_marker = _marker(marker_name(delay, None, key, given=True), COLOURS["in_sync"] if
-                                  verdict(delay, 1e9, 0) == "in_sync" else COLOURS["unacceptable"], src, meta)
-            verdict_key = verdict(delay, 1e9, 0)
+            verdict_key = verdict(delay, float("inf"), 0)
+            clip_marker = _marker(marker_name(delay, None, key, given=True), COLOURS[verdict_key], src, meta)
             speakers = []
         else:
             try:
@@ -504,7 +503,8 @@ def slip_clip(clip, shift_s: float, media_duration_s: float | None = None) -> tu
         return False, details
     meta = dict(clip.metadata.get(KEY, {}))
     previous = meta.get("slip")
-    original = previous["original_start_time"] if previous else rt_dict(src.start_time)
+    original = (dict(previous["original_start_time"]) if previous and "original_start_time" in previous
+                else rt_dict(src.start_time))
     clip.source_range = TimeRange(new_start, src.duration)
     meta["slip"] = {"original_start_time": original, **details,
                     "tool": {"name": "otio-lipsync", "version": __version__}}
@@ -536,7 +536,6 @@ def _slip_all(timeline, measured, audio, timeline_dir, options, report, say, war
             slip["audio"] = []
             v_src = source_range(clip).start_time.to_seconds() - available_start_s(clip)
             for a, a_tl in pairs:
-                _remove_our_markers(a)
                 a_src_range = source_range(a)
                 a_src = a_src_range.start_time.to_seconds() - available_start_s(a)
                 shift = slip_amount(delay, v_src, v_tl.start_time.to_seconds(), a_src, a_tl.start_time.to_seconds())
@@ -545,6 +544,7 @@ def _slip_all(timeline, measured, audio, timeline_dir, options, report, say, war
                 slip["audio"].append(details)
                 if done:
                     report.slipped += 1
+                    _remove_our_markers(a)
                     a.markers.append(_marker(f"lipsync slipped {details['shift_frames']:+d} fr "
                                              f"({details['shift_ms']:+.0f}ms)", COLOURS["slipped"],
                                              source_range(a), {"status": "slipped", **details}))
@@ -578,7 +578,8 @@ def _unslip(timeline, report: Report, say) -> None:
         slip = meta.get("slip") if meta else None
         if not slip:
             continue
-        original = slip["original_start_time"]
+        original = {"value": float(slip["original_start_time"]["value"]),
+                    "rate": float(slip["original_start_time"]["rate"])}
         src = source_range(clip)
         clip.source_range = TimeRange(RationalTime(original["value"], original["rate"]), src.duration)
         meta = dict(meta)

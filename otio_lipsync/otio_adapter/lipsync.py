@@ -66,7 +66,7 @@ def _float(name, value):
 
 def parse_options(raw: dict):
     """Adapter arguments (strings from otioconvert, or Python values) -> timeline.Options, report path."""
-    from ..timeline import Options
+    from otio_lipsync.timeline import Options
 
     raw = dict(raw)
     report = raw.pop("report", None)
@@ -121,9 +121,9 @@ def read_source(filepath: str, source_adapter: str | None = None):
 
 def annotate_file(filepath: str, source_adapter: str | None = None, engine=None, log=None, **options):
     """-> (annotated timeline, Report). The work behind read_from_file and `lipsync otio`."""
-    from ..errors import LipsyncError
-    from ..model import BadWeights, ModelNotFound
-    from ..timeline import process_timeline
+    from otio_lipsync.errors import LipsyncError
+    from otio_lipsync.model import BadWeights, ModelNotFound
+    from otio_lipsync.timeline import process_timeline
 
     opts, report_path = parse_options(options)
     timeline = read_source(filepath, source_adapter)
@@ -132,7 +132,7 @@ def annotate_file(filepath: str, source_adapter: str | None = None, engine=None,
     except (ModelNotFound, BadWeights) as exc:
         raise LipsyncAdapterError(f"lipsync: {exc}") from None
     if report_path:
-        from ..cli import write_json_atomic
+        from otio_lipsync.cli import write_json_atomic
 
         try:
             write_json_atomic(report_path, report.to_dict())
