@@ -52,7 +52,7 @@ def _bool(name, value):
     try:
         return BOOL[str(value).strip().lower()]
     except KeyError:
-        raise LipsyncAdapterError(f"lipsync: option {name}={value!r}: expected true or false") from None
+        raise LipsyncAdapterError(f"option {name}={value!r}: expected true or false") from None
 
 
 def _float(name, value):
@@ -61,7 +61,7 @@ def _float(name, value):
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise LipsyncAdapterError(f"lipsync: option {name}={value!r}: expected a number") from None
+        raise LipsyncAdapterError(f"option {name}={value!r}: expected a number") from None
 
 
 def parse_options(raw: dict):
@@ -73,7 +73,7 @@ def parse_options(raw: dict):
     known = set(Options.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise LipsyncAdapterError(f"lipsync: unknown option(s) {', '.join(unknown)} (known: "
+        raise LipsyncAdapterError(f"unknown option(s) {', '.join(unknown)} (known: "
                                   f"source_adapter, report, {', '.join(sorted(known))})")
     opts = Options()
     for key, value in raw.items():
@@ -86,7 +86,7 @@ def parse_options(raw: dict):
         else:
             setattr(opts, key, None if value is None else str(value))
     if opts.slip and opts.unslip:
-        raise LipsyncAdapterError("lipsync: slip and unslip together: choose one")
+        raise LipsyncAdapterError("slip and unslip together: choose one")
     return opts, report
 
 
@@ -130,7 +130,7 @@ def annotate_file(filepath: str, source_adapter: str | None = None, engine=None,
     try:
         report = process_timeline(timeline, filepath, opts, engine=engine, log=log)
     except (ModelNotFound, BadWeights) as exc:
-        raise LipsyncAdapterError(f"lipsync: {exc}") from None
+        raise LipsyncAdapterError(str(exc)) from None
     if report_path:
         from otio_lipsync.cli import write_json_atomic
 
