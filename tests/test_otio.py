@@ -392,8 +392,7 @@ def test_round_trips_otio_json_edl_and_fcp_xml(tmp_path, media_dir, cache_dir):
             otio.core.serialize_json_to_string(m) for m in b.markers]  # metadata included
         assert a.source_range.start_time.strictly_equal(b.source_range.start_time)
     # EDL (otio-cmx3600-adapter): one video track; marker names (upper-cased) and colours survive as LOC lines
-    video_only = otio.schema.Timeline(name="v", tracks=otio.schema.Stack(children=[tl.tracks[0].clone()]))
-    otio.adapters.write_to_file(video_only, str(tmp_path / "out.edl"), adapter_name="cmx_3600")
+    otio.adapters.write_to_file(tl, str(tmp_path / "out.edl"), adapter_name="cmx_3600")
     edl = otio.adapters.read_from_file(str(tmp_path / "out.edl"), rate=25)
     edl_clips = list(edl.find_clips())
     assert [m.name for c in edl_clips for m in c.markers if m.name.startswith("LIPSYNC ")][::1] and all(
@@ -401,6 +400,7 @@ def test_round_trips_otio_json_edl_and_fcp_xml(tmp_path, media_dir, cache_dir):
     first = next(m for m in edl_clips[0].markers if m.name == names[0].upper())
     assert first.color == verdict_marker(clips_of(tl, "Video")[0]).color
     assert all(KEY not in m.metadata for c in edl_clips for m in c.markers)  # metadata cannot survive an EDL
+    assert all(c.parent().kind == "Video" for c in edl_clips)  # the writer keeps the video track: slips are lost
     # FCP 7 XML (otio-fcp-adapter): marker names survive, on both tracks; our metadata does not
     otio.adapters.write_to_file(tl, str(tmp_path / "out.xml"), adapter_name="fcp_xml")
     xml = otio.adapters.read_from_file(str(tmp_path / "out.xml"), adapter_name="fcp_xml")
