@@ -410,7 +410,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
     import opentimelineio as otio
 
     from .errors import LipsyncError
-    from .otio_adapter.lipsync import LipsyncAdapterError, annotate_file
+    from .otio_adapter.core import LipsyncAdapterError, annotate_file
     from .outputs import atomic_output
 
     if os.path.abspath(source) == os.path.abspath(target):

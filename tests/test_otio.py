@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from otio_lipsync import media
 from otio_lipsync.cli import main
-from otio_lipsync.otio_adapter.lipsync import LipsyncAdapterError, annotate_file
+from otio_lipsync.otio_adapter.core import LipsyncAdapterError, annotate_file
 from otio_lipsync.timeline import COLOURS, KEY, slip_amount, verdict
 
 from .conftest import SHARED, STAND_IN, clip, lip_model_path, need, run_ffmpeg
@@ -439,8 +439,8 @@ def test_plugin_is_registered_with_a_docstring_that_teaches_its_options():
     for option in ("slip=true", "unslip=true", "media_root", "cache_dir", "min_confidence", "source_adapter",
                    "delay_ms", "otioconvert -i edit.otio -I lipsync -a slip=true -o out.otio"):
         assert option in doc
-    out = subprocess.run(["otiopluginfo", "--plugin-types", "adapters", "lipsync"], capture_output=True, text=True)
-    assert "lipsync" in out.stdout, out.stderr
+    out = subprocess.run(["otiopluginfo", "-p", "adapters", "-l", "lipsync"], capture_output=True, text=True)
+    assert "lipsync" in out.stdout and "slip_min_confidence" in out.stdout, out.stderr
 
 
 def test_otioconvert_command_line(tmp_path, media_dir):
