@@ -401,6 +401,10 @@ def test_round_trips_otio_json_edl_and_fcp_xml(tmp_path, media_dir, cache_dir):
     assert first.color == verdict_marker(clips_of(tl, "Video")[0]).color
     assert all(KEY not in m.metadata for c in edl_clips for m in c.markers)  # metadata cannot survive an EDL
     assert all(c.parent().kind == "Video" for c in edl_clips)  # the writer keeps the video track: slips are lost
+    # an EDL is also read by the adapter (source_rate=25 goes to cmx_3600 as rate=25): same media, same numbers
+    again = otio.adapters.read_from_file(str(tmp_path / "out.edl"), adapter_name="lipsync", source_rate="25",
+                                         **model_options(cache_dir))
+    assert [verdict_marker(c).name for c in again.find_clips()] == names
     # FCP 7 XML (otio-fcp-adapter): marker names survive, on both tracks; our metadata does not
     otio.adapters.write_to_file(tl, str(tmp_path / "out.xml"), adapter_name="fcp_xml")
     xml = otio.adapters.read_from_file(str(tmp_path / "out.xml"), adapter_name="fcp_xml")

@@ -33,17 +33,31 @@ def _float(name, value):
         raise LipsyncAdapterError(f"option {name}={value!r}: expected a number") from None
 
 
+def _number(value):
+    """A reader argument from the command line: a number when it looks like one."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
 def parse_options(raw: dict):
-    """Adapter arguments (strings from otioconvert, or Python values) -> timeline.Options, report path."""
+    """Adapter arguments (strings from otioconvert, or Python values) -> (timeline.Options, report path,
+    arguments for the source adapter: every `source_X=...` except source_adapter, as X=...)."""
     from otio_lipsync.timeline import Options
 
     raw = dict(raw)
     report = raw.pop("report", None)
+    reader_args = {k[len("source_"):]: _number(raw.pop(k)) for k in list(raw)
+                   if k.startswith("source_") and k != "source_adapter"}
     known = set(Options.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
         raise LipsyncAdapterError(f"unknown option(s) {', '.join(unknown)} (known: "
-                                  f"source_adapter, report, {', '.join(sorted(known))})")
+                                  f"source_adapter, source_<reader argument>, report, {', '.join(sorted(known))})")
     opts = Options()
     for key, value in raw.items():
         if key in ("slip", "unslip", "face_cropped", "quiet"):
@@ -56,10 +70,10 @@ def parse_options(raw: dict):
             setattr(opts, key, None if value is None else str(value))
     if opts.slip and opts.unslip:
         raise LipsyncAdapterError("slip and unslip together: choose one")
-    return opts, report
+    return opts, report, reader_args
 
 
-def read_source(filepath: str, source_adapter: str | None = None):
+def read_source(filepath: str, source_adapter: str | None = None, reader_args: dict | None = None):
     """The timeline another adapter reads from filepath; one clear line on any failure."""
     if not os.path.isfile(filepath):
         raise LipsyncAdapterError(f"{filepath}: no such file")
@@ -72,7 +86,7 @@ def read_source(filepath: str, source_adapter: str | None = None):
     if name == "lipsync":
         raise LipsyncAdapterError(f"{filepath}: source_adapter cannot be lipsync itself")
     try:
-        result = otio.adapters.read_from_file(filepath, adapter_name=name)
+        result = otio.adapters.read_from_file(filepath, adapter_name=name, **(reader_args or {}))
     except otio.exceptions.NotSupportedError as exc:
         raise LipsyncAdapterError(f"{filepath}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input: one line, the file and why
@@ -94,8 +108,8 @@ def annotate_file(filepath: str, source_adapter: str | None = None, engine=None,
     from otio_lipsync.model import BadWeights, ModelNotFound
     from otio_lipsync.timeline import process_timeline
 
-    opts, report_path = parse_options(options)
-    timeline = read_source(filepath, source_adapter)
+    opts, report_path, reader_args = parse_options(options)
+    timeline = read_source(filepath, source_adapter, reader_args)
     try:
         report = process_timeline(timeline, filepath, opts, engine=engine, log=log)
     except (ModelNotFound, BadWeights) as exc:

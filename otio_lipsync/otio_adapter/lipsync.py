@@ -24,6 +24,8 @@ Usage:
 
 Options (`-a key=value`; true/false, numbers and paths are parsed):
   source_adapter=NAME  adapter that reads the file (default: by suffix)
+  source_X=V           argument X=V for that adapter, e.g. source_rate=25
+                       for an EDL (cmx_3600's rate)
   slip=true            move each paired audio clip's source start by the
                        measured delay (whole frames of its rate) when
                        confidence >= slip_min_confidence and the media has
