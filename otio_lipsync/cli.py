@@ -388,7 +388,8 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model name or file.")
 @click.option("--min-confidence", default=3.0, show_default=True,
               help="Below it a measurement is marked `low conf` and never slipped.")
-@click.option("--slip-min-confidence", type=float, default=None, help="Confidence needed to slip (default: --min-confidence).")
+@click.option("--slip-min-confidence", type=float, default=None,
+              help="Confidence needed to slip (default: --min-confidence).")
 @click.option("--face-cropped", is_flag=True, help="The media is already a face crop (default: raw footage).")
 @click.option("--handle", "handle_s", default=0.5, show_default=True, help="Seconds decoded around each clip's range.")
 @click.option("--delay-ms", type=float, default=None,

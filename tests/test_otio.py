@@ -92,7 +92,7 @@ def clips_of(timeline, kind):
     return [c for c in timeline.find_clips() if c.parent().kind == kind]
 
 
-# --- media range decode -------------------------------------------------------------------------------
+# --- media range decode -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,start,dur", [("grid", 1.2, 1.0), ("synced_vexpress_aoc_01.mp4", 2.0, 1.5)])
 def test_range_decode_is_the_same_as_slicing_the_whole_decode(name, start, dur):
@@ -107,7 +107,7 @@ def test_range_decode_is_the_same_as_slicing_the_whole_decode(name, start, dur):
     assert np.abs(part_a.astype(int) - whole_a[s0:s0 + len(part_a)]).max() <= 1
 
 
-# --- markers and range maths ----------------------------------------------------------------------------
+# --- markers and range maths --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rate_name", list(RATES))
 def test_markers_land_on_the_right_clips_at_their_source_times(tmp_path, media_dir, cache_dir, rate_name):
@@ -163,7 +163,7 @@ def test_speaker_markers_follow_the_track_segments_in_source_time(tmp_path, medi
     assert got == expected
 
 
-# --- slip -------------------------------------------------------------------------------------------------
+# --- slip ---------------------------------------------------------------------------------------------------
 
 def test_slip_amount_direction_and_existing_offset():
     # sound 120 ms late, clips aligned: the audio reads 120 ms later in its media (plays earlier)
@@ -287,7 +287,7 @@ def test_slip_corrects_an_applied_shift_within_one_frame_with_a_lip_model(tmp_pa
     assert clips_of(restored, "Audio")[0].source_range.start_time.strictly_equal(late_old.source_range.start_time)
 
 
-# --- odd timelines -----------------------------------------------------------------------------------------
+# --- odd timelines ------------------------------------------------------------------------------------------
 
 def test_missing_media_gap_transition_nested_stack_empty_track(tmp_path, media_dir, cache_dir):
     rate = 25.0
@@ -351,7 +351,7 @@ def test_relative_paths_resolve_against_media_root_then_the_timeline_folder(tmp_
     assert report.clips[0].media == str(media_dir / "late.mp4")
 
 
-# --- cache -------------------------------------------------------------------------------------------------------
+# --- cache --------------------------------------------------------------------------------------------------
 
 def test_cache_reuses_analyses_ignores_corrupt_entries_and_analyses_only_new_material(tmp_path, media_dir):
     cache = tmp_path / "cache"
@@ -376,7 +376,7 @@ def test_cache_reuses_analyses_ignores_corrupt_entries_and_analyses_only_new_mat
     assert fourth.analysed == 2 and fourth.from_cache == 1
 
 
-# --- round trips -------------------------------------------------------------------------------------------------------
+# --- round trips --------------------------------------------------------------------------------------------
 
 def test_round_trips_otio_json_edl_and_fcp_xml(tmp_path, media_dir, cache_dir):
     path = edit(tmp_path, 25.0, media_dir)
@@ -417,7 +417,7 @@ def test_round_trips_otio_json_edl_and_fcp_xml(tmp_path, media_dir, cache_dir):
         assert new.source_range.start_time.value == old.source_range.start_time.value  # the slip survives
 
 
-# --- errors, plugin, command lines ---------------------------------------------------------------------------------
+# --- errors, plugin, command lines --------------------------------------------------------------------------
 
 def test_corrupt_timeline_and_unknown_suffix_are_one_clear_error(tmp_path):
     bad = tmp_path / "corrupt.otio"
