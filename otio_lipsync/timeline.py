@@ -140,7 +140,7 @@ class AnalysisCache:
 
     def key(self, path: str, start_s: float, duration_s: float, model_sha: str | None, options: dict) -> str:
         st = os.stat(path)
-        ident = {"schema": CACHE_SCHEMA, "path": os.path.realpath(path), "size": st.st_size,
+        ident = {"schema": CACHE_SCHEMA, "tool": __version__, "path": os.path.realpath(path), "size": st.st_size,
                  "mtime_ns": st.st_mtime_ns, "start_ms": round(start_s * 1000, 3),
                  "duration_ms": round(duration_s * 1000, 3), "model": model_sha, "options": options}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
@@ -383,7 +383,11 @@ def process_timeline(timeline, timeline_path: str | None, options: Options, engi
                 warn(f"{label}: {why}")
             else:
                 say(f"{prefix}: {why}")
-            marked = clip.source_range or TimeRange(RationalTime(0, 24), RationalTime(0, 24))
+            try:
+                marked = source_range(clip)
+            except Exception:  # noqa: BLE001 - no source range and no media to take one from
+                marked = None
+            marked = marked or TimeRange(RationalTime(0, 24), RationalTime(0, 24))
             clip.markers.append(_marker(f"lipsync not analysed: {why.split(':')[0]}", COLOURS["not_analysed"],
                                         marked, {"status": "not_analysed", "reason": why,
                                                  "tool": {"name": "otio-lipsync", "version": __version__}}))

@@ -163,6 +163,16 @@ def test_speaker_markers_follow_the_track_segments_in_source_time(tmp_path, medi
     assert got == expected
 
 
+def test_face_cropped_option_takes_the_crop_path(tmp_path, media_dir, cache_dir):
+    path = edit(tmp_path, 25.0, media_dir)
+    tl, report = annotate_file(str(path), face_cropped="true", **model_options(cache_dir))
+    assert report.analysed == 2
+    for c in clips_of(tl, "Video"):
+        meta = verdict_marker(c).metadata[KEY]
+        assert meta["face_cropped"] is True and meta["basis"] is None and len(meta["tracks"]) == 0
+        assert [m for m in lipsync_markers(c) if m.metadata[KEY]["status"] == "speaker"] == []
+
+
 # --- slip ---------------------------------------------------------------------------------------------------
 
 def test_slip_amount_direction_and_existing_offset():
