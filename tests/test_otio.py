@@ -24,7 +24,7 @@ from .conftest import SHARED, STAND_IN, clip, lip_model_path, need, run_ffmpeg
 
 R, T = otio.opentime.RationalTime, otio.opentime.TimeRange
 GRID = SHARED / "data" / "grid_s1" / "video"
-RATES = {"24": 24.0, "25": 25.0, "29.97": 30000 / 1001}
+RATES = {"23.976": 24000 / 1001, "24": 24.0, "25": 25.0, "29.97": 30000 / 1001, "30": 30.0}
 SHIFT_MS = 120  # the audio of late.mp4 comes 120 ms after the picture
 NAME_RE = re.compile(r"^lipsync (in sync|[+-]\d+ms (late|early)|low conf \d+\.\d \(.*\)) ?(conf \d+\.\d)?$")
 
@@ -142,6 +142,23 @@ def test_markers_land_on_the_right_clips_at_their_source_times(tmp_path, media_d
             assert lo <= s.marked_range.start_time and s.marked_range.end_time_exclusive() <= hi
     for c in audio:
         assert not lipsync_markers(c)  # annotate only: audio clips get a marker when slipped
+
+
+def test_media_with_a_timecode_start_is_decoded_from_its_own_first_frame(tmp_path, media_dir):
+    rate = 24.0
+    hour = R(86400, rate)  # the media's available range starts at 01:00:00:00
+    tl = otio.schema.Timeline()
+    v = otio.schema.Track(kind="Video")
+    tl.tracks.append(v)
+    ref = otio.schema.ExternalReference(str(media_dir / "sync.mp4"), available_range=T(hour, R(72, rate)))
+    v.append(otio.schema.Clip(name="tc", media_reference=ref, source_range=T(hour + R(36, rate), R(24, rate))))
+    path = tmp_path / "tc.otio"
+    otio.adapters.write_to_file(tl, str(path))
+    out, _ = annotate_file(str(path), delay_ms=0, quiet=True, cache_dir="none")
+    m = verdict_marker(clips_of(out, "Video")[0])
+    assert m.marked_range.start_time.strictly_equal(hour + R(36, rate))
+    assert m.metadata[KEY]["analysed_range_s"]["start"] == pytest.approx(1.5 - 0.5)
+    assert m.metadata[KEY]["analysed_range_s"]["duration"] == pytest.approx(1.0 + 1.0)
 
 
 def test_speaker_markers_follow_the_track_segments_in_source_time(tmp_path, media_dir, cache_dir):
