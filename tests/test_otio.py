@@ -13,10 +13,10 @@ import numpy as np
 import opentimelineio as otio
 import pytest
 from click.testing import CliRunner
-from otio_lipsync.model.weights import sha256_of
 
 from otio_lipsync import media
 from otio_lipsync.cli import main
+from otio_lipsync.model.weights import sha256_of
 from otio_lipsync.otio_adapter.core import LipsyncAdapterError, annotate_file
 from otio_lipsync.timeline import COLOURS, KEY, slip_amount, verdict
 
