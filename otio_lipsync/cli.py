@@ -395,15 +395,17 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
 @click.option("--delay-ms", type=float, default=None,
               help="Do not measure: take this delay (positive: sound late) for every clip.")
 @click.option("--source-adapter", default=None, help="OTIO adapter that reads SOURCE (default: by its suffix).")
+@click.option("--source-arg", "source_args", multiple=True, metavar="KEY=VALUE",
+              help="Argument for the reading adapter, e.g. --source-arg rate=25 for an EDL (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-clip progress lines.")
 def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir, model_name, min_confidence,
-                 slip_min_confidence, face_cropped, handle_s, delay_ms, source_adapter, quiet):
+                 slip_min_confidence, face_cropped, handle_s, delay_ms, source_adapter, source_args, quiet):
     """Annotate every clip of the timeline SOURCE with lip-sync markers and write it to OUTPUT.
 
     \b
     Examples:
       lipsync otio edit.otio -o checked.otio --json report.json
-      lipsync otio edit.edl -o fixed.otio --slip
+      lipsync otio edit.edl --source-arg rate=25 -o fixed.otio --slip
       lipsync otio fixed.otio -o back.otio --unslip
     Exit code 0 when every clip with media was analysed, 2 on a bad timeline or when a clip's media is
     missing or unreadable (the other clips are still analysed and OUTPUT is still written).
@@ -419,6 +421,11 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
     options = {"slip": slip, "unslip": unslip, "media_root": media_root, "cache_dir": cache_dir,
                "model": model_name, "min_confidence": min_confidence, "slip_min_confidence": slip_min_confidence,
                "face_cropped": face_cropped, "handle_s": handle_s, "delay_ms": delay_ms, "quiet": quiet}
+    for arg in source_args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            _fail(f"--source-arg {arg!r}: expected KEY=VALUE")
+        options[f"source_{key}"] = value
     try:
         timeline, report = annotate_file(source, source_adapter, **options)  # the model loads when needed
     except LipsyncAdapterError as exc:

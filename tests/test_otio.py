@@ -430,6 +430,12 @@ def test_round_trips_otio_json_edl_and_fcp_xml(tmp_path, media_dir, cache_dir):
     again = otio.adapters.read_from_file(str(tmp_path / "out.edl"), adapter_name="lipsync", source_rate="25",
                                          **model_options(cache_dir))
     assert [verdict_marker(c).name for c in again.find_clips()] == names
+    result = CliRunner().invoke(main, ["otio", str(tmp_path / "out.edl"), "--source-arg", "rate=25", "-o",
+                                       str(tmp_path / "from_edl.otio"), "-q", *sum(([f"--{k.replace('_', '-')}",
+                                       str(v)] for k, v in model_options(cache_dir).items() if k != "quiet"), [])])
+    assert result.exit_code == 0, result.output
+    from_edl = otio.adapters.read_from_file(str(tmp_path / "from_edl.otio"))
+    assert [verdict_marker(c).name for c in from_edl.find_clips()] == names
     # FCP 7 XML (otio-fcp-adapter): marker names survive, on both tracks; our metadata does not
     otio.adapters.write_to_file(tl, str(tmp_path / "out.xml"), adapter_name="fcp_xml")
     xml = otio.adapters.read_from_file(str(tmp_path / "out.xml"), adapter_name="fcp_xml")
