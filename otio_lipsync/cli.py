@@ -407,8 +407,8 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
       lipsync otio edit.otio -o checked.otio --json report.json
       lipsync otio edit.edl --source-arg rate=25 -o fixed.otio --slip
       lipsync otio fixed.otio -o back.otio --unslip
-    Exit code 0 when every clip with media was analysed, 2 on a bad timeline or when a clip's media is
-    missing or unreadable (the other clips are still analysed and OUTPUT is still written).
+    Exit code 0 without warnings, 2 on a bad timeline or after a warning (a clip's media missing or
+    unreadable, a slip that would leave the media): the other clips are still analysed, OUTPUT still written.
     """
     import opentimelineio as otio
 
