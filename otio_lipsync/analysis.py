@@ -89,16 +89,19 @@ def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | No
 
 def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
                  ffmpeg: str | None = None, audio_stream: int = 0,
-                 channel: int | None = None) -> tuple[Analysis, SyncResult]:
+                 channel: int | None = None, start_s: float | None = None,
+                 duration_s: float | None = None) -> tuple[Analysis, SyncResult]:
     """Face-cropped analysis of one file (frames not 224x224 are resized); raises a LipsyncError
-    subclass on bad input."""
+    subclass on bad input. start_s / duration_s: only that range of the file (see media.decode)."""
     model = engine.model.describe() if engine.model else {"name": "unnamed", "sha256": None}
     out: dict = {}
     if reference_decode:
+        if start_s is not None or duration_s is not None:
+            raise ValueError("reference_decode reads whole files: no start_s / duration_s")
         chunks = media.reference_decode(path, ffmpeg, size=(CROP_SIZE, CROP_SIZE), info_out=out)
     else:
         chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out,
-                              channel=channel)
+                              channel=channel, start_s=start_s, duration_s=duration_s)
     result = engine.analyse(chunks, source=path)
     decode = "reference" if reference_decode else "direct"
     return analysis_from_sync(path, result, out.get("info"), model, decode, engine.precision), result

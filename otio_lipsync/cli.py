@@ -432,7 +432,15 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
     from tqdm import tqdm
 
     from .errors import LipsyncError
-    from .score import SCHEMA, csv_rows, expand_inputs, get_metric, score_file, summarise, table
+    from .score import (
+        SCHEMA,
+        csv_rows,
+        expand_inputs,
+        get_metric,
+        score_file,
+        summarise,
+        table,
+    )
 
     metric = get_metric(metric_name)
     if reference_decode and not face_cropped:
@@ -491,4 +499,80 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
             f.write(buffer.getvalue())
     if failed:
         click.echo(f"lipsync: {failed} of {len(paths)} file(s) could not be scored", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+# --- lipsync otio: the OTIO adapter for people who never touch otioconvert -------------------------
+
+@main.command("otio")
+@click.argument("source", type=click.Path())
+@click.option("-o", "--output", "target", required=True, type=click.Path(),
+              help="The annotated timeline to write (its format by suffix: .otio, .edl, .xml, ...).")
+@click.option("--slip", is_flag=True, help="Shift each paired audio clip's source start by the measured delay.")
+@click.option("--unslip", is_flag=True, help="Restore the source starts a previous --slip changed (no analysis).")
+@click.option("--json", "json_path", metavar="PATH|-", default=None, help="Write a JSON report (per clip, summary).")
+@click.option("--media-root", type=click.Path(), default=None,
+              help="Look up relative media paths here first, then beside the timeline file.")
+@click.option("--cache-dir", type=click.Path(), default=None,
+              help="Analysis cache (default ~/.cache/otio-lipsync/analyses; `none` disables it).")
+@click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model name or file.")
+@click.option("--min-confidence", default=3.0, show_default=True,
+              help="Below it a measurement is marked `low conf` and never slipped.")
+@click.option("--slip-min-confidence", type=float, default=None,
+              help="Confidence needed to slip (default: --min-confidence).")
+@click.option("--face-cropped", is_flag=True, help="The media is already a face crop (default: raw footage).")
+@click.option("--handle", "handle_s", default=0.5, show_default=True, help="Seconds decoded around each clip's range.")
+@click.option("--delay-ms", type=float, default=None,
+              help="Do not measure: take this delay (positive: sound late) for every clip.")
+@click.option("--source-adapter", default=None, help="OTIO adapter that reads SOURCE (default: by its suffix).")
+@click.option("--source-arg", "source_args", multiple=True, metavar="KEY=VALUE",
+              help="Argument for the reading adapter, e.g. --source-arg rate=25 for an EDL (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-clip progress lines.")
+def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir, model_name, min_confidence,
+                 slip_min_confidence, face_cropped, handle_s, delay_ms, source_adapter, source_args, quiet):
+    """Annotate every clip of the timeline SOURCE with lip-sync markers and write it to OUTPUT.
+
+    \b
+    Examples:
+      lipsync otio edit.otio -o checked.otio --json report.json
+      lipsync otio edit.edl --source-arg rate=25 -o fixed.otio --slip
+      lipsync otio fixed.otio -o back.otio --unslip
+    Exit code 0 without warnings, 2 on a bad timeline or after a warning (a clip's media missing or
+    unreadable, a slip that would leave the media): the other clips are still analysed, OUTPUT still written.
+    """
+    import opentimelineio as otio
+
+    from .errors import LipsyncError
+    from .otio_adapter.core import LipsyncAdapterError, annotate_file
+    from .outputs import atomic_output
+
+    if os.path.abspath(source) == os.path.abspath(target):
+        _fail(f"{target}: the output would overwrite the input timeline; choose another -o")
+    options = {"slip": slip, "unslip": unslip, "media_root": media_root, "cache_dir": cache_dir,
+               "model": model_name, "min_confidence": min_confidence, "slip_min_confidence": slip_min_confidence,
+               "face_cropped": face_cropped, "handle_s": handle_s, "delay_ms": delay_ms, "quiet": quiet}
+    for arg in source_args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            _fail(f"--source-arg {arg!r}: expected KEY=VALUE")
+        options[f"source_{key}"] = value
+    try:
+        timeline, report = annotate_file(source, source_adapter, **options)  # the model loads when needed
+    except LipsyncAdapterError as exc:
+        _fail(str(exc))
+    try:
+        suffix = os.path.splitext(target)[1]
+        adapter = otio.adapters.from_filepath(target).name
+        with atomic_output(target, suffix) as tmp:
+            otio.adapters.write_to_file(timeline, tmp, adapter_name=adapter)
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        _fail(f"{target}: no OTIO adapter writes {os.path.splitext(target)[1] or '(no suffix)'!r} files")
+    except LipsyncError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a writer that cannot express the timeline: one line
+        _fail(f"{target}: cannot write the timeline ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc})")
+    if json_path:
+        write_json_atomic(json_path, report.to_dict())
+    click.echo(f"lipsync: annotated timeline written to {target}", err=True)
+    if report.warnings:
         sys.exit(EXIT_ERROR)

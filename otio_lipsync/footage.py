@@ -79,9 +79,10 @@ class FootageScan:
 
     def __init__(self, path: str, options: FootageOptions | None = None, detector: FaceDetector | None = None,
                  audio_stream: int = 0, progress: Callable[[int, int], None] | None = None,
-                 channel: int | None = None):
+                 channel: int | None = None, start_s: float | None = None, duration_s: float | None = None):
         self.path = path
         self.channel = channel
+        self.start_s, self.duration_s = start_s, duration_s
         self.options = options or FootageOptions()
         self.detector = detector or make_detector(self.options.detector)
         self.tracker = FaceTracker(self.options.tracks)
@@ -96,7 +97,8 @@ class FootageScan:
         every = self.options.detect_every
         previews = None
         for kind, data in media.decode(self.path, audio_stream=self.audio_stream, info_out=out,
-                                       preview=PREVIEW_PX, channel=self.channel):
+                                       preview=PREVIEW_PX, channel=self.channel, start_s=self.start_s,
+                                       duration_s=self.duration_s):
             self.info = out.get("info")
             if kind == "audio":
                 yield "audio", data
@@ -118,7 +120,7 @@ class FootageScan:
                 if events:
                     yield "crops", events
             if self.progress:
-                duration = self.info.duration_s if self.info else None
+                duration = self.duration_s or (self.info.duration_s if self.info else None)
                 self.progress(self.num_frames, int(round(duration * FPS)) if duration else self.num_frames)
         yield "crops", self.tracker.finish()
 
@@ -130,9 +132,11 @@ class FootageScan:
 def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | None = None,
                     detector: FaceDetector | None = None, audio_stream: int = 0,
                     progress: Callable[[int, int], None] | None = None,
-                    channel: int | None = None) -> tuple[Analysis, list[Track]]:
-    """-> (the Analysis, the kept tracks in its `tracks` order, for drawing them)."""
-    scan = FootageScan(path, options, detector, audio_stream, progress, channel)
+                    channel: int | None = None, start_s: float | None = None,
+                    duration_s: float | None = None) -> tuple[Analysis, list[Track]]:
+    """-> (the Analysis, the kept tracks in its `tracks` order, for drawing them). start_s / duration_s:
+    only that range of the file (see media.decode); every time in the result is then from start_s."""
+    scan = FootageScan(path, options, detector, audio_stream, progress, channel, start_s, duration_s)
     lookahead = scan.options.tracks.lookahead
     audio = _Audio()
     syncs: dict[int, _TrackSync] = {}

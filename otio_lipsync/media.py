@@ -167,7 +167,8 @@ class _FpsResampler:
 def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
            size: tuple[int, int] | None = None, audio_stream: int = 0,
            info_out: dict | None = None, preview: int | None = None,
-           channel: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+           channel: int | None = None, start_s: float | None = None,
+           duration_s: float | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ("video", uint8 (n, H, W, 3) BGR) and ("audio", int16 (m,)) chunks in one demux pass.
 
     size=(w, h) scales frames during the colour conversion. channel=N analyses that channel of the audio
@@ -175,6 +176,10 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
     video chunk, ("preview", uint8 (n, h, w, 3) RGB) of the same frames with the longer side N px,
     scaled by swscale (cheap), for detectors that never need full resolution. info_out, if given,
     receives the MediaInfo under "info" before the first chunk and decoding counts under "stats".
+
+    start_s / duration_s decode only that range of the file (seconds from its first video frame, the
+    time origin as above): the demuxer seeks to a keyframe before start_s, and the output starts with the
+    frame shown at start_s (audio from the same instant) and stops after duration_s. None: the whole file.
     """
     container = open_container(path)
     try:
@@ -190,7 +195,7 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
         if info_out is not None:
             info_out["info"] = info
         yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview,
-                                channel)
+                                channel, start_s, duration_s)
     finally:
         container.close()
 
@@ -204,12 +209,30 @@ def _one_channel(frame, channel: int):
     return mono
 
 
-def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview, channel):
+SEEK_MARGIN_S = 1.0  # seek this far before a range's start, so the audio packets around it are read too
+
+
+def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview, channel,
+                 start_s=None, duration_s=None):
     vstream = container.streams.video[0]
     astream = container.streams.audio[audio_stream]
     vstream.thread_type = "AUTO"
     origin = (Fraction(vstream.start_time) * vstream.time_base
               if vstream.start_time is not None and vstream.time_base else None)
+    ranged = start_s is not None or duration_s is not None
+    if start_s:
+        # the range's origin: start_s after the first video frame; frames before it only feed the resampler
+        origin = (origin or Fraction(0)) + Fraction(start_s).limit_denominator(1_000_000)
+        seek_to = float(origin) - SEEK_MARGIN_S
+        if seek_to > 0:
+            try:
+                container.seek(int(seek_to / vstream.time_base), stream=vstream, backward=True, any_frame=False)
+            except av.error.FFmpegError:
+                pass  # not seekable: decode from the start, the result is the same
+    end_s = Fraction(duration_s).limit_denominator(1_000_000) if duration_s is not None else None
+    audio_wanted = round(float(end_s) * sample_rate) if end_s is not None else None
+    audio_total = 0
+    video_done = False
     rate = vstream.average_rate or vstream.guessed_rate
     default_frame_s = Fraction(1) / Fraction(rate) if rate else Fraction(1, fps)
     resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
@@ -252,13 +275,16 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
         yield "video", _stack(images)
 
     def audio_out(samples: np.ndarray):
-        nonlocal audio_skip, audio_len
+        nonlocal audio_skip, audio_len, audio_total
         if audio_skip > 0:
             drop = min(audio_skip, len(samples))
             samples = samples[drop:]
             audio_skip -= drop
+        if audio_wanted is not None:
+            samples = samples[:max(0, audio_wanted - audio_total)]
         audio_buf.append(samples)
         audio_len += len(samples)
+        audio_total += len(samples)
 
     try:
         for packet in container.demux(vstream, astream):
@@ -276,6 +302,9 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
                         origin = t
                     if last_t is not None and t <= last_t:
                         continue  # out-of-order/duplicate timestamp: keep presentation order
+                    if end_s is not None and t - origin >= end_s:
+                        video_done = True  # past the range: later frames are not shown in it
+                        continue
                     duration = (frame.duration * frame.time_base
                                 if getattr(frame, "duration", None) and frame.time_base else default_frame_s)
                     video_buf.extend(fps_resampler.push(to_image(frame), t - origin, duration))
@@ -297,7 +326,9 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
                     if audio_len >= AUDIO_CHUNK_SAMPLES:
                         yield "audio", np.concatenate(audio_buf)
                         audio_buf, audio_len = [], 0
-        if audio_skip is not None:
+            if video_done and audio_wanted is not None and audio_total >= audio_wanted:
+                break  # the range is complete
+        if audio_skip is not None and (audio_wanted is None or audio_total < audio_wanted):
             for out in resampler.resample(None):
                 audio_out(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as exc:
@@ -305,7 +336,7 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     declared = (Fraction(vstream.duration) * vstream.time_base
                 if vstream.duration and vstream.time_base else None)
     decoded = fps_resampler.held_end_s if last_t is not None else Fraction(0)
-    if declared and decoded < declared * Fraction(9, 10) - Fraction(1, 5):
+    if declared and not ranged and decoded < declared * Fraction(9, 10) - Fraction(1, 5):
         # an index that promises more than the data holds: a cut-off download or copy
         raise UnreadableMedia(path, f"truncated: video data ends at {float(decoded):.2f} s of the "
                               f"{float(declared):.2f} s the container declares")
