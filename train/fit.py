@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from .objectives import OBJECTIVES, pair_loss
 from .pairs import PairSampler, featurize
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 REFINE_MIN_ACCURACY = 0.6  # judge samples only with a model that mostly gets its own training data right
 
 
@@ -107,7 +109,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps,
                                                 pct_start=0.05)
     sampler = PairSampler(train_tracks, cfg["audio_columns"], seg_len=options.seg_len, seed=options.seed)
-    step, refined, history = 0, False, []
+    step, refined, history, best_score = 0, False, [], -1.0
     if state:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -121,6 +123,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         sampler.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])
         step, refined, history = state["step"], state["refined"], state.get("history", [])
+        best_score = state.get("best_score", -1.0)
         if refined:
             for t in train_tracks:
                 t.valid = torch.from_numpy(np.asarray(state["valid"][t.source + f"#{t.num_windows}"]))
@@ -137,7 +140,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         _save(ckpt_path, {
             "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "step": step, "refined": refined, "options": {**asdict(options), "stop_after": None}, "model_config": cfg,
+            "step": step, "refined": refined, "best_score": best_score, "options": {**asdict(options), "stop_after": None}, "model_config": cfg,
             "history": history, "val_persons": sorted(val_set), "datasets": [str(d) for d in datasets],
             "train_summary": {"tracks": len(train_tracks), "windows": int(sum(t.num_windows for t in train_tracks)),
                               "persons": len(persons) - len(val_set)},
@@ -199,6 +202,11 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
                           f"{val['window_accuracy']['5']:.3f}, clip {val['clip_accuracy']}")
             losses, t_data, t_all, lip_count, pair_count = [], 0.0, 0.0, 0, 0
             checkpoint()
+            if val:  # keep the checkpoint the validation persons liked best (model selection: say so)
+                score = (val["window_accuracy"]["5"] or 0) + (val["clip_accuracy"] or 0)
+                if score > best_score:
+                    best_score = score
+                    shutil.copyfile(ckpt_path, out_dir / BEST)
     log.close()
     if bar:
         bar.close()
