@@ -99,3 +99,9 @@ def lip_model_path() -> Path:
     if STAND_IN.exists() and sha256_of(path) == sha256_of(STAND_IN):
         pytest.skip("needs a model that knows lips: the default model is the stand-in test weights")
     return path
+
+
+def junk_bytes(n: int, seed: int = 20261201) -> bytes:
+    """Bytes no demuxer accepts, the same every run: some random strings probe as a headerless audio
+    stream (ADTS / MP3 sync words), which made os.urandom "corrupt" files flaky."""
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()

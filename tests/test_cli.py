@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from otio_lipsync.cli import main
 
-from .conftest import GOLDEN_NAMES, REFERENCE, reference_input, run_ffmpeg
+from .conftest import GOLDEN_NAMES, REFERENCE, junk_bytes, reference_input, run_ffmpeg
 
 CONTRACT = {"file", "offset_frames", "audio_delay_ms", "confidence", "min_distance", "framewise_confidence",
             "fps_source", "duration_s", "model"}
@@ -86,7 +86,7 @@ def bad_inputs(tmp_path_factory, ffmpeg_exe):
     run_ffmpeg(ffmpeg_exe, "-i", src, "-an", "-c:v", "copy", str(files["no_audio"]))
     run_ffmpeg(ffmpeg_exe, "-i", src, "-vn", "-c:a", "copy", str(files["no_video"]))
     run_ffmpeg(ffmpeg_exe, "-i", src, "-t", "0.2", "-c:v", "libx264", "-c:a", "aac", str(files["too_short"]))
-    files["corrupt"].write_bytes(os.urandom(50_000))
+    files["corrupt"].write_bytes(junk_bytes(50_000))
     data = open(src, "rb").read()
     files["truncated"].write_bytes(data[: len(data) // 2])  # moov index at the end: cut off
     return files

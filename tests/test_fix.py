@@ -6,7 +6,6 @@ fixtures, so residuals are asserted on those; on other footage they wait for the
 
 from __future__ import annotations
 
-import os
 import shlex
 
 import pytest
@@ -16,7 +15,7 @@ from otio_lipsync import media
 from otio_lipsync.cli import main
 from otio_lipsync.ffmpeg_filter.fix import video_hashes
 
-from .conftest import reference_input, run_ffmpeg
+from .conftest import junk_bytes, reference_input, run_ffmpeg
 
 
 def fix(*args):
@@ -92,7 +91,7 @@ def test_bad_fixes_are_refused_cleanly(ffmpeg_exe, late_120, tmp_path, monkeypat
         run_ffmpeg(ffmpeg_exe, "-i", str(late_120), "-an", "-c:v", "copy", str(src))
     elif case == "corrupt":
         src = tmp_path / "corrupt.mp4"
-        src.write_bytes(os.urandom(20000))
+        src.write_bytes(junk_bytes(20000))
     elif case == "ffmpeg_missing":
         monkeypatch.setenv("FFMPEG_PATH", str(tmp_path / "no-ffmpeg-here"))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}

@@ -20,7 +20,9 @@ from otio_lipsync.cli import main
 from otio_lipsync.score import LSE, FileScore, TrackSummary, expand_inputs, score_tracks, summarise
 from otio_lipsync.sync import offset_from_dists
 
-from .conftest import CLIPS, GOLDEN_NAMES, STAND_IN, clip, reference_input, run_ffmpeg, system_ffmpeg_version
+from .conftest import (
+    CLIPS, GOLDEN_NAMES, STAND_IN, clip, junk_bytes, reference_input, run_ffmpeg, system_ffmpeg_version,
+)
 
 DIST_RTOL = 2e-5  # the reference README's tolerance for a faithful float32 reimplementation
 DIRECT_RTOL = 2e-3  # PyAV's bundled FFmpeg >= 7 decodes AAC 1 LSB off FFmpeg 5.1 (see test_parity)
@@ -114,7 +116,7 @@ def mixed_folder(tmp_path_factory, ffmpeg_exe):
     root = tmp_path_factory.mktemp("folder")
     (root / "a" / "b").mkdir(parents=True)
     run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr5_adv5")), "-c", "copy", str(root / "a" / "vr5_adv5.mp4"))
-    (root / "a" / "b" / "broken.mov").write_bytes(os.urandom(30_000))
+    (root / "a" / "b" / "broken.mov").write_bytes(junk_bytes(30_000))
     (root / "notes.txt").write_text("not a video")
     (root / ".partial.mp4").write_bytes(b"")
     return root
