@@ -34,6 +34,12 @@ def mouth_frames(crops: torch.Tensor) -> torch.Tensor:
     return small.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def mouth_windows(mouths: torch.Tensor) -> torch.Tensor:
+    """(T, 48, 80) consecutive grey lower faces -> (T-4, 5, 48, 80): window i stacks frames i..i+4 as channels
+    (a view, no copy)."""
+    return mouths.unfold(0, FRAMES_PER_WINDOW, 1).permute(0, 3, 1, 2)
+
+
 def _block(cin: int, cout: int, k: int = 3, stride=1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True)]
@@ -108,8 +114,7 @@ class CompactSyncNet(nn.Module):
         -> (T-4, D): each frame is reduced to its grey mouth once, then windows are 5-channel stacks."""
         crops = frames[0].permute(1, 2, 3, 0)
         mouths = mouth_frames(crops.clamp(0, 255).to(torch.uint8))
-        windows = mouths.unfold(0, FRAMES_PER_WINDOW, 1).permute(0, 3, 1, 2)  # (T-4, 5, 48, 80)
-        return self.forward_lip_windows(windows)
+        return self.forward_lip_windows(mouth_windows(mouths))
 
     def similarity_logits(self, lip: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
         """IC-SyncNet: cosine similarity times a learned temperature -> logit of 'in sync'."""

@@ -173,17 +173,9 @@ def export(checkpoint, target, name, description, datasets):
     except LipsyncError as exc:
         _fail(str(exc))
     scale = calibrate(net, tracks, cfg["audio_columns"])
-    with torch_no_grad():
-        net.distance_scale.fill_(scale)
     val = evaluate(net, tracks, cfg["audio_columns"])
     val = {k: v for k, v in val.items() if k != "tracks"}
     run_export(net, state, target, name or Path(target).stem, scale, val, description)
     loaded = load_model(target)
     click.echo(f"{target}: {loaded.name} ({loaded.architecture}), sha256 {loaded.sha256}; validation offset accuracy "
                f"{val['window_accuracy']} (context in windows), clip accuracy {val['clip_accuracy']}")
-
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()

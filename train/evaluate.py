@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..model.compact import FRAMES_PER_WINDOW, mouth_windows
 from .pairs import COLUMNS_PER_FRAME, FeatureTrack
 
 CONTEXTS = (1, 5, 11, 15)
@@ -26,8 +27,7 @@ def embed_track(net, t: FeatureTrack, columns: int, batch: int = 256) -> tuple[t
     lips, auds = [], []
     for s in range(0, n, batch):
         e = min(n, s + batch)
-        windows = t.mouths[s:e + 4].unfold(0, 5, 1).permute(0, 3, 1, 2)
-        lips.append(net.forward_lip_windows(windows))
+        lips.append(net.forward_lip_windows(mouth_windows(t.mouths[s:e + FRAMES_PER_WINDOW - 1])))
         cols = (torch.arange(s, e) * COLUMNS_PER_FRAME)[:, None] + torch.arange(columns)
         auds.append(net.forward_aud(t.features[:, cols].permute(1, 0, 2)[:, None].float()))
     return torch.cat(lips), torch.cat(auds)

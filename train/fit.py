@@ -201,12 +201,14 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
                 bar.write(f"step {step}: loss {np.mean(losses):.3f}, val acc (5 windows) "
                           f"{val['window_accuracy']['5']:.3f}, clip {val['clip_accuracy']}")
             losses, t_data, t_all, lip_count, pair_count = [], 0.0, 0.0, 0, 0
+            # keep the checkpoint the validation persons liked best (model selection: the README says so);
+            # the score is updated first so a resumed run knows the best it has to beat
+            score = (val["window_accuracy"]["5"] or 0) + (val["clip_accuracy"] or 0) if val else -1.0
+            improved = score > best_score
+            best_score = max(best_score, score)
             checkpoint()
-            if val:  # keep the checkpoint the validation persons liked best (model selection: say so)
-                score = (val["window_accuracy"]["5"] or 0) + (val["clip_accuracy"] or 0)
-                if score > best_score:
-                    best_score = score
-                    shutil.copyfile(ckpt_path, out_dir / BEST)
+            if improved:
+                shutil.copyfile(ckpt_path, out_dir / BEST)
     log.close()
     if bar:
         bar.close()

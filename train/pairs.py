@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..model.audio import MfccStream
-from ..model.compact import FRAMES_PER_WINDOW
+from ..model.compact import FRAMES_PER_WINDOW, mouth_windows
 from .data import Track
 
 COLUMNS_PER_FRAME = 4
@@ -29,7 +29,7 @@ class FeatureTrack:
     person: str
     source: str
     mouths: torch.Tensor  # uint8 (T, 48, 80)
-    features: torch.Tensor  # float32 (rows, pad + 4T... + pad) padded so audio window j = cols [4j, 4j+W)
+    features: torch.Tensor  # float32 (rows, C), (W-20)/2 zero columns at both ends: audio window j = cols [4j, 4j+W)
     num_windows: int
     valid: torch.Tensor  # bool (num_windows,): windows still used as genuine (refinement clears some)
 
@@ -95,8 +95,7 @@ class PairSampler:
         for k in picks:
             t = self.tracks[k]
             lip, aud = self._segment(t)
-            windows = t.mouths[lip[0]:lip[-1] + FRAMES_PER_WINDOW].unfold(0, FRAMES_PER_WINDOW, 1)
-            windows = windows.permute(0, 3, 1, 2)  # (L, 5, 48, 80)
+            windows = mouth_windows(t.mouths[lip[0]:lip[-1] + FRAMES_PER_WINDOW])  # (L, 5, 48, 80)
             if augment:
                 windows = self._augment(windows)
             cols = torch.from_numpy(aud * COLUMNS_PER_FRAME)[:, None] + torch.arange(self.columns)
