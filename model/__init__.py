@@ -3,7 +3,7 @@
 from .audio import MfccStream, mfcc
 from .registry import DEFAULT_MODEL, KNOWN_MODELS, ModelNotFound, load, resolve
 from .syncnet import FastSyncNet, SyncNet
-from .weights import BadWeights, LoadedModel, load_model
+from .weights import BadWeights, LoadedModel, NoSyncProbability, load_model
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -13,6 +13,7 @@ __all__ = [
     "LoadedModel",
     "MfccStream",
     "ModelNotFound",
+    "NoSyncProbability",
     "SyncNet",
     "load",
     "load_model",

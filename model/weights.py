@@ -34,6 +34,10 @@ SYNCNET_INPUT_SPEC = {
 }
 
 
+class NoSyncProbability(Exception):
+    """The model gives distances only: no calibrated probability that a pair is in sync."""
+
+
 class BadWeights(Exception):
     """A model file that cannot be used; str() is one line naming the file."""
 
@@ -55,6 +59,26 @@ class LoadedModel:
 
     def describe(self) -> dict:
         return {"name": self.name, "architecture": self.architecture, "sha256": self.sha256, "path": self.path}
+
+    def sync_probability(self, dists):
+        """IC-SyncNet's P(in sync) for each distance the engine computed (any array shape).
+
+        Only a model trained with the balanced-BCE objective (`--objective icsyncnet`) has calibrated
+        probabilities; its embeddings are unit length times `distance_scale`, so each distance gives back
+        the cosine similarity exactly: cos = 1 - (d / scale)^2 / 2, and P = sigmoid(cos * T + bias).
+        Raises NoSyncProbability (one line naming the model) for any other model."""
+        objective = self.metadata.get("objective")
+        if self.architecture != "compact" or objective != "icsyncnet" or not self.net.normalize:
+            raise NoSyncProbability(
+                f"model {self.name} ({self.path}) gives distances only (architecture {self.architecture}, "
+                f"objective {objective or 'unknown'}): IC-SyncNet probabilities need a model trained with "
+                f"`lipsync-train fit --objective icsyncnet`")
+        net = self.net
+        with torch.no_grad():
+            scale, temperature, bias = float(net.distance_scale), float(net.log_temperature.exp()), float(net.logit_bias)
+        d = torch.as_tensor(dists, dtype=torch.float64)
+        cos = 1.0 - (d / scale) ** 2 / 2.0
+        return torch.sigmoid(cos * temperature + bias).numpy()
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

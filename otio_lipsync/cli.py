@@ -388,13 +388,16 @@ def _score_metric_names():
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--metric", "metric_name", type=click.Choice(_score_metric_names()), default="lse", show_default=True,
-              help="lse: LSE-D and LSE-C as Wav2Lip's evaluation scripts compute them on syncnet_python.")
+              help="lse: LSE-D and LSE-C as Wav2Lip's evaluation scripts compute them on syncnet_python; "
+                   "icsyncnet: probability at offset and offscreen ratio (IC-SyncNet), with a model trained "
+                   "with `lipsync-train fit --objective icsyncnet`.")
 @click.option("--face-cropped", is_flag=True,
               help="Every file is a face crop (as calculate_scores_LRS.py assumes); without it each file goes "
                    "through shots, face detection and tracks, and every face track is scored.")
-@click.option("--model", "model_name", metavar="NAME|PATH", default="syncnet_v2", show_default=True,
-              help="Model name or file: syncnet_v2 is what published LSE numbers use (install it first, see "
-                   "`lipsync models`); `--model house` scores with the packaged model (not comparable to papers).")
+@click.option("--model", "model_name", metavar="NAME|PATH", default=None,
+              help="Model name or file. lse: default syncnet_v2, what published LSE numbers use (install it "
+                   "first, see `lipsync models`); `--model house` scores with the packaged model (not comparable "
+                   "to papers). icsyncnet: required, a model exported from an --objective icsyncnet run.")
 @click.option("--reference-decode", is_flag=True,
               help="Decode as the evaluation scripts do (ffmpeg -> JPEG files -> libjpeg; ffmpeg -> WAV): the "
                    "numbers to compare with published LSE tables. Needs --face-cropped.")
@@ -413,18 +416,29 @@ def _score_metric_names():
 @click.option("--detect-every", default=2, show_default=True, metavar="N", help="Raw footage: detect every N-th frame.")
 @click.option("--min-track", default=100, show_default=True, metavar="FRAMES", help="Raw footage: shortest track kept.")
 @click.option("--min-face", default=40.0, show_default=True, metavar="PX", help="Raw footage: smallest face kept.")
+@click.option("--filter", "filter_path", metavar="PATH", default=None,
+              help="icsyncnet: write the files that pass IC-SyncNet's dataset rule (probability at offset >= "
+                   "--min-probability and offscreen ratio <= --max-offscreen) to PATH, one per line.")
+@click.option("--min-probability", default=0.9, show_default=True, help="--filter: least probability at offset.")
+@click.option("--max-offscreen", default=0.2, show_default=True, help="--filter: largest offscreen ratio.")
 def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg_path, json_path, csv_path, vshift,
-          batch_size, threads, audio_stream, channel, detector, detect_every, min_track, min_face):
+          batch_size, threads, audio_stream, channel, detector, detect_every, min_track, min_face, filter_path,
+          min_probability, max_offscreen):
     """Score lip-sync quality of FILES (files or folders, searched recursively for videos).
 
     Prints a table of LSE-D (lower is better) and LSE-C (higher is better) per file and their means.
     Files that cannot be scored get one line each naming the file and the problem; the others are
     still scored; the exit code is then 2.
 
+    With --metric icsyncnet: the probability that each face track is in sync at its best offset and
+    the share of its windows whose speech does not match the mouth; --filter writes the files that
+    pass IC-SyncNet's rule, the way to clean footage before training a house model.
+
     \b
     Examples:
       lipsync score --face-cropped --reference-decode generated/      # compare with published tables
       lipsync score --face-cropped --csv scores.csv --json - results/
+      lipsync score --metric icsyncnet --model ic.model --filter keep.txt footage/
     """
     import csv
     import io
@@ -450,7 +464,19 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
     paths = expand_inputs(files)
     if not paths:
         _fail(f"no video files found in {', '.join(files)}")
+    if filter_path and not metric.needs_probability:
+        _fail("--filter applies IC-SyncNet's rule: use it with --metric icsyncnet")
+    if not (model_name or metric.default_model):
+        _fail(f"--metric {metric.name} needs --model: a model exported from `lipsync-train fit --objective "
+              f"icsyncnet` (the packaged house model gives distances only)")
     engine = load_engine(model_name or metric.default_model, vshift, batch_size, threads)
+    if metric.needs_probability:
+        from .model import NoSyncProbability
+
+        try:
+            engine.model.sync_probability([[0.0]])
+        except NoSyncProbability as exc:
+            _fail(str(exc))
     footage_options, face_detector = None, None
     if not face_cropped:
         from .faces.detectors import DetectorUnavailable, make_detector
@@ -497,6 +523,15 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
         writer.writerows(rows)
         with atomic_output(csv_path, ".csv") as tmp, open(tmp, "w", newline="") as f:
             f.write(buffer.getvalue())
+    if filter_path:
+        from .outputs import atomic_output
+        from .score import passes_filter
+
+        kept = [sc.file for sc in scores if passes_filter(sc.values, min_probability, max_offscreen)]
+        with atomic_output(filter_path, ".txt") as tmp, open(tmp, "w") as f:
+            f.writelines(f"{k}\n" for k in kept)
+        click.echo(f"lipsync: {len(kept)} of {len(paths)} file(s) pass (probability at offset >= {min_probability}, "
+                   f"offscreen ratio <= {max_offscreen}): {filter_path}", err=True)
     if failed:
         click.echo(f"lipsync: {failed} of {len(paths)} file(s) could not be scored", err=True)
         sys.exit(EXIT_ERROR)

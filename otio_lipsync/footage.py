@@ -133,9 +133,12 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
                     detector: FaceDetector | None = None, audio_stream: int = 0,
                     progress: Callable[[int, int], None] | None = None,
                     channel: int | None = None, start_s: float | None = None,
-                    duration_s: float | None = None) -> tuple[Analysis, list[Track]]:
+                    duration_s: float | None = None,
+                    results_out: list[SyncResult] | None = None) -> tuple[Analysis, list[Track]]:
     """-> (the Analysis, the kept tracks in its `tracks` order, for drawing them). start_s / duration_s:
-    only that range of the file (see media.decode); every time in the result is then from start_s."""
+    only that range of the file (see media.decode); every time in the result is then from start_s.
+    results_out, if given, receives each kept track's SyncResult in the same order (for scores that
+    need the per-window distances, which the Analysis does not carry)."""
     scan = FootageScan(path, options, detector, audio_stream, progress, channel, start_s, duration_s)
     lookahead = scan.options.tracks.lookahead
     audio = _Audio()
@@ -187,6 +190,8 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
         settle(final=False)
     settle(final=True)
     kept = sorted(((t, results[t.id]) for t in scan.kept_tracks() if t.id in results), key=lambda tr: tr[0].first)
+    if results_out is not None:
+        results_out.extend(r for _, r in kept)
     return _analysis(path, scan, kept, engine), [t for t, _ in kept]
 
 

@@ -1,8 +1,7 @@
 """`lipsync score`: lip-sync quality metrics of talking-head videos, per file and averaged.
 
-Metrics live in a registry (`METRICS`) so that others (IC-SyncNet's, once its model is trained) can
-be added beside LSE: a metric turns the per-face-track sync results of one file into numbers, and
-says how to average them over files.
+Metrics live in a registry (`METRICS`): a metric turns the per-face-track sync results of one file into
+numbers, and says how to average them over files.
 
 LSE (Prajwal et al., *A Lip Sync Expert Is All You Need*, 2020), exactly as Wav2Lip's
 `evaluation/scores_LSE/` computes it on top of syncnet_python's `evaluate`:
@@ -13,6 +12,16 @@ LSE (Prajwal et al., *A Lip Sync Expert Is All You Need*, 2020), exactly as Wav2
 - raw footage (`calculate_scores_real_videos.sh`): every face track of every file is one line
   "minval conf" of all_scores.txt, so its mean weights every track alike (`mean_over_tracks`); a file's
   own value is the mean of its tracks, and `mean_over_files` averages those.
+
+IC-SyncNet (Park et al., *Interpretable Convolutional SyncNet*, 2024), with a model trained with the
+balanced BCE (`lipsync-train fit --objective icsyncnet`), whose outputs are probabilities that a lip window
+and an audio window are in sync: for each face track, P[window, shift] over the +-15 frame search;
+- offset: the shift whose mean probability over the track's windows is highest;
+- probability at offset: that mean probability (how surely the track is in sync at its offset);
+- offscreen ratio: the fraction of windows whose probability at that offset is below 0.5 (speech that
+  does not come from this mouth: a voice-over, an off-screen speaker, silence the model cannot place);
+- the paper's rule for cleaning datasets (`passes_filter`): probability at offset >= 0.9 and offscreen
+  ratio <= 0.2.
 """
 
 from __future__ import annotations
@@ -36,11 +45,12 @@ class TrackSync(Protocol):
     confidence: float
     offset_frames: int
     num_windows: int
+    dists: object  # (num_windows, 2 * vshift + 1) distances, for metrics that need them
 
 
 @dataclass(frozen=True)
 class TrackSummary:
-    """A face track's reductions, when the SyncResult itself is not at hand (raw footage)."""
+    """A face track's reductions and times, when they come from the raw-footage pipeline's track entries."""
 
     min_distance: float
     confidence: float
@@ -48,6 +58,7 @@ class TrackSummary:
     num_windows: int
     start_s: float | None = None
     end_s: float | None = None
+    dists: object = None
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,12 @@ class Metric:
     name: str
     description: str
     columns: tuple[Column, ...]
-    per_track: Callable[[TrackSync], dict]  # one track -> {column.key: value}
-    default_model: str | None = None  # None: the CLI's --model default
+    per_track: Callable[[TrackSync, object], dict]  # (one track, the LoadedModel) -> {column.key: value}
+    default_model: str | None = None  # None: none; the user must name one with --model
+    needs_probability: bool = False  # the model must give IC-SyncNet probabilities
 
 
-def lse_of_track(result: TrackSync) -> dict:
+def lse_of_track(result: TrackSync, model=None) -> dict:
     """LSE-D and LSE-C of one face track: syncnet_python's `minval` and `conf`."""
     return {"lse_d": float(result.min_distance), "lse_c": float(result.confidence)}
 
@@ -77,9 +89,43 @@ LSE = Metric(
                 "(median - min of that curve, higher is better), as Wav2Lip's evaluation scripts",
     columns=(Column("lse_d", "LSE-D", "lower"), Column("lse_c", "LSE-C", "higher")),
     per_track=lse_of_track,
+    default_model="syncnet_v2",
 )
 
-METRICS: dict[str, Metric] = {m.name: m for m in (LSE,)}
+OFFSCREEN_BELOW = 0.5  # a window whose probability at the track's offset is below this is "off screen"
+FILTER_MIN_PROBABILITY = 0.9  # the paper's dataset-cleaning rule
+FILTER_MAX_OFFSCREEN = 0.2
+
+
+def icsyncnet_of_track(result: TrackSync, model) -> dict:
+    """Probability at offset and offscreen ratio of one face track (see the module docstring)."""
+    import numpy as np
+
+    p = np.asarray(model.sync_probability(result.dists))
+    vshift = (p.shape[1] - 1) // 2
+    best = int(np.argmax(p.mean(0)))  # first index on ties, as the distance search
+    at_offset = p[:, best]
+    return {"probability_at_offset": float(at_offset.mean()),
+            "offscreen_ratio": float((at_offset < OFFSCREEN_BELOW).mean()),
+            "ic_offset_frames": vshift - best}
+
+
+ICSYNCNET = Metric(
+    name="icsyncnet",
+    description="IC-SyncNet's probability at offset (higher is better) and offscreen ratio (lower is better); "
+                "needs a model trained with --objective icsyncnet",
+    columns=(Column("probability_at_offset", "P@offset", "higher"), Column("offscreen_ratio", "offscreen", "lower")),
+    per_track=icsyncnet_of_track,
+    needs_probability=True,
+)
+
+METRICS: dict[str, Metric] = {m.name: m for m in (LSE, ICSYNCNET)}
+
+
+def passes_filter(values: dict, min_probability: float = FILTER_MIN_PROBABILITY,
+                  max_offscreen: float = FILTER_MAX_OFFSCREEN) -> bool:
+    """IC-SyncNet's dataset rule on a file's (or track's) icsyncnet values."""
+    return values["probability_at_offset"] >= min_probability and values["offscreen_ratio"] <= max_offscreen
 
 
 def get_metric(name: str) -> Metric:
@@ -113,13 +159,14 @@ class FileScore:
         return out
 
 
-def score_tracks(metric: Metric, tracks: Sequence[TrackSync]) -> tuple[dict, list[dict]]:
-    """Pure: one file's face tracks -> (the file's values = mean over tracks, per-track entries)."""
+def score_tracks(metric: Metric, tracks: Sequence[TrackSync], model=None) -> tuple[dict, list[dict]]:
+    """Pure: one file's face tracks -> (the file's values = mean over tracks, per-track entries); model:
+    the LoadedModel, for metrics that need its probabilities."""
     if not tracks:
         raise ValueError("a file needs at least one face track to be scored")
     entries = []
     for number, t in enumerate(tracks):
-        entry = {"id": number, **metric.per_track(t), "offset_frames": int(t.offset_frames),
+        entry = {"id": number, **metric.per_track(t, model), "offset_frames": int(t.offset_frames),
                  "num_windows": int(t.num_windows)}
         for key in ("start_s", "end_s"):
             if getattr(t, key, None) is not None:
@@ -159,11 +206,12 @@ def score_file(path: str, engine, metric: Metric, face_cropped: bool = True, foo
             raise ValueError("reference decode is syncnet_python's face-crop input path: use it with face_cropped")
         from .footage import analyse_footage
 
+        results: list = []
         analysis, _ = analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                                      progress=progress, channel=channel)
+                                      progress=progress, channel=channel, results_out=results)
         tracks = [TrackSummary(t["min_distance"], t["confidence"], t["offset_frames"], t["num_windows"],
-                               t["start_s"], t["end_s"]) for t in analysis.tracks]
-    values, entries = score_tracks(metric, tracks)
+                               t["start_s"], t["end_s"], r.dists) for t, r in zip(analysis.tracks, results)]
+    values, entries = score_tracks(metric, tracks, engine.model)
     return FileScore(file=path, metric=metric.name, values=values, tracks=entries, decode=analysis.decode,
                      face_cropped=face_cropped, model=analysis.model)
 

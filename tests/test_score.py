@@ -227,3 +227,36 @@ def test_generated_and_mismatched_clips_score_worse_than_synced(group, tmp_path)
         means[name] = json.loads(out.read_text())["summary"]["mean_over_files"]
     assert means[group]["lse_c"] < means["synced"]["lse_c"], means
     assert means[group]["lse_d"] > means["synced"]["lse_d"], means
+
+
+def test_icsyncnet_probabilities_offset_and_offscreen_ratio_from_distances():
+    """Distances made from chosen cosines give back P = sigmoid(cos * T + bias) exactly; the offset is the
+    shift of highest mean probability and the offscreen ratio counts the windows below 0.5 there."""
+    import numpy as np
+    import torch
+    from otio_lipsync.model.compact import CompactSyncNet
+    from otio_lipsync.model.weights import LoadedModel, NoSyncProbability
+    from otio_lipsync.score import ICSYNCNET, passes_filter
+
+    net = CompactSyncNet(audio_feature="logmel26", audio_columns=40, normalize=True).eval()
+    with torch.no_grad():
+        net.distance_scale.fill_(3.0)
+        net.log_temperature.fill_(float(np.log(10.0)))
+        net.logit_bias.fill_(-5.0)
+    model = LoadedModel("ic", "compact", net, "ic.model", "0" * 64, {}, {"objective": "icsyncnet"})
+    cos = np.full((10, 31), -0.2)
+    cos[:, 15 - 3] = 0.9  # offset +3: in sync there for 8 of the 10 windows
+    cos[8:, 15 - 3] = 0.3  # P = sigmoid(-2) < 0.5: two windows "off screen"
+    dists = 3.0 * np.sqrt(2.0 - 2.0 * cos)
+    p = model.sync_probability(dists)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(cos * 10.0 - 5.0))), rtol=1e-9)
+    values, entries = score_tracks(ICSYNCNET, [TrackSummary(0.0, 0.0, 3, 10, dists=dists)], model)
+    expected = (8 / (1 + np.exp(-4.0)) + 2 / (1 + np.exp(2.0))) / 10
+    assert values["probability_at_offset"] == pytest.approx(expected)
+    assert values["offscreen_ratio"] == pytest.approx(0.2) and entries[0]["ic_offset_frames"] == 3
+    assert passes_filter(values, 0.7, 0.2) and not passes_filter(values, 0.9, 0.2)
+    assert not passes_filter(values, 0.7, 0.1)
+    distance_only = LoadedModel("house", "compact", CompactSyncNet().eval(), "h.model", "0" * 64, {},
+                                {"objective": "multiway"})
+    with pytest.raises(NoSyncProbability, match="objective multiway"):
+        distance_only.sync_probability(dists)

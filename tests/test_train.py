@@ -162,3 +162,42 @@ def test_fit_without_data_is_one_clear_line(tmp_path):
     assert result.exit_code == 2
     assert "run `lipsync-train prepare` first" in result.output
 
+
+
+def test_icsyncnet_run_exports_a_model_that_scores_probabilities_and_filters(tiny_dataset, tmp_path):
+    """--objective icsyncnet end to end: the exported model gives IC-SyncNet's numbers through `lipsync
+    score --metric icsyncnet`, and --filter lists exactly the files whose numbers pass the rule."""
+    dataset, _ = tiny_dataset
+    run = tmp_path / "ic"
+    fitted = _fit(dataset, run, 6, "--objective", "icsyncnet")
+    assert fitted.exit_code == 0, fitted.output
+    model = tmp_path / "ic.model"
+    assert CliRunner().invoke(train_cli, ["export", str(run / "checkpoint.pt"), "-o", str(model)]).exit_code == 0
+    files = [str(clip(n)) for n in TINY_CLIPS]
+    keep = tmp_path / "keep.txt"
+    # a permissive rule keeps some files and a strict one none: the list follows the numbers, not a constant
+    scored = CliRunner().invoke(lipsync, ["score", "--metric", "icsyncnet", "--model", str(model), "--face-cropped",
+                                          "--json", "-", "--filter", str(keep), "--min-probability", "0",
+                                          "--max-offscreen", "1", *files])
+    assert scored.exit_code == 0, scored.output
+    report = json.loads(scored.stdout)
+    assert report["metric"] == "icsyncnet" and len(report["files"]) == 3
+    for entry in report["files"]:
+        assert 0.0 <= entry["probability_at_offset"] <= 1.0 and 0.0 <= entry["offscreen_ratio"] <= 1.0
+    assert keep.read_text().splitlines() == files
+    strict = CliRunner().invoke(lipsync, ["score", "--metric", "icsyncnet", "--model", str(model), "--face-cropped",
+                                          "--filter", str(keep), "--min-probability", "1.01", *files])
+    assert strict.exit_code == 0 and keep.read_text() == "" and "0 of 3 file(s) pass" in strict.output
+
+
+def test_icsyncnet_metric_refuses_a_distance_only_model_in_one_line(tmp_path):
+    from otio_lipsync.model import registry
+
+    result = CliRunner().invoke(lipsync, ["score", "--metric", "icsyncnet", "--model", str(registry.resolve("house")),
+                                          "--face-cropped", str(clip(TINY_CLIPS[0]))])
+    assert result.exit_code == 2
+    assert "gives distances only" in result.output and "--objective icsyncnet" in result.output
+    missing = CliRunner().invoke(lipsync, ["score", "--metric", "icsyncnet", str(clip(TINY_CLIPS[0]))])
+    assert missing.exit_code == 2 and "needs --model" in missing.output
+    lse_filter = CliRunner().invoke(lipsync, ["score", "--filter", str(tmp_path / "k.txt"), str(clip(TINY_CLIPS[0]))])
+    assert lse_filter.exit_code == 2 and "--metric icsyncnet" in lse_filter.output
