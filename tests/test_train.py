@@ -201,3 +201,13 @@ def test_icsyncnet_metric_refuses_a_distance_only_model_in_one_line(tmp_path):
     assert missing.exit_code == 2 and "needs --model" in missing.output
     lse_filter = CliRunner().invoke(lipsync, ["score", "--filter", str(tmp_path / "k.txt"), str(clip(TINY_CLIPS[0]))])
     assert lse_filter.exit_code == 2 and "--metric icsyncnet" in lse_filter.output
+
+
+def test_fit_on_a_missing_gpu_is_one_clear_line(tiny_dataset, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the missing-GPU message cannot be shown here")
+    dataset, _ = tiny_dataset
+    result = _fit(dataset, tmp_path / "gpu", 3, "--device", "cuda")
+    assert result.exit_code == 2
+    assert "sees no CUDA GPU" in result.output and "--device cpu" in result.output
+    assert not (tmp_path / "gpu" / "checkpoint.pt").exists()

@@ -74,20 +74,23 @@ def prepare(sources, dataset, person, groups, detect_every, detector):
 @click.option("--eval-every", default=500, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|cuda:N|auto",
+              help="Train on the GPU with cuda (bfloat16 autocast, AMP); auto: cuda when there is one. "
+                   "Checkpoints load on either, so a run may move between machines with --resume.")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT/checkpoint.pt (options come from the checkpoint; --steps may extend).")
 @click.option("--pooled", is_flag=True, help="Average the lip feature map over space (fewer weights; generalises better on few people).")
 @click.option("--dropout", default=0.0, show_default=True, help="Dropout on both heads' inputs while training.")
 @click.option("--weight-decay", default=1e-4, show_default=True)
 @click.option("--stop-after", type=int, default=None, help="End this invocation at this step (checkpointed); continue later with --resume.")
 def fit(datasets, out, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
-        seed, threads, resume, pooled, dropout, weight_decay, stop_after):
+        seed, threads, device, resume, pooled, dropout, weight_decay, stop_after):
     """Train a CompactSyncNet on a prepared dataset, persons split for validation, on CPU or GPU."""
     from .fit import FitOptions
     from .fit import fit as run_fit
 
     options = FitOptions(objective=objective, steps=steps, segments=segments, lr=lr, margin=margin, seed=seed,
                          val_persons=[p for p in val_persons.split(",") if p], refine_at=refine_at,
-                         checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads,
+                         checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads, device=device,
                          stop_after=stop_after, pooled=pooled, dropout=dropout, weight_decay=weight_decay)
     try:
         run_fit(list(datasets), out, options, resume=resume, report=lambda m: tqdm.write(m, file=sys.stderr),

@@ -24,12 +24,13 @@ VSHIFT = 15
 @torch.inference_mode()
 def embed_track(net, t: FeatureTrack, columns: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     n = t.num_windows
+    device = next(net.parameters()).device  # tracks stay on the CPU; embeddings come back to it
     lips, auds = [], []
     for s in range(0, n, batch):
         e = min(n, s + batch)
-        lips.append(net.forward_lip_windows(mouth_windows(t.mouths[s:e + FRAMES_PER_WINDOW - 1])))
+        lips.append(net.forward_lip_windows(mouth_windows(t.mouths[s:e + FRAMES_PER_WINDOW - 1]).to(device)).cpu())
         cols = (torch.arange(s, e) * COLUMNS_PER_FRAME)[:, None] + torch.arange(columns)
-        auds.append(net.forward_aud(t.features[:, cols].permute(1, 0, 2)[:, None].float()))
+        auds.append(net.forward_aud(t.features[:, cols].permute(1, 0, 2)[:, None].float().to(device)).cpu())
     return torch.cat(lips), torch.cat(auds)
 
 

@@ -7,6 +7,7 @@ fraction of wall time spent drawing batches, the rest is the network.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -49,6 +50,7 @@ class FitOptions:
     checkpoint_every: int = 100
     eval_every: int = 500
     threads: int | None = None
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when there is one); not part of the checkpoint
     pooled: bool = False
     dropout: float = 0.0
     stop_after: int | None = None  # end this invocation at this step (resume later); not a run option
@@ -69,6 +71,19 @@ def split_persons(persons: list[str], val_persons: list[str], fraction: float, s
     return set(ranked[:max(1, round(fraction * len(persons)))]) if len(persons) > 1 else set()
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device for --device, or ValueError naming what is missing."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU; train with "
+                         f"--device cpu, or install a CUDA build of torch on a GPU machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
 def _save(path: Path, payload: dict) -> None:
     with atomic_output(str(path)) as tmp:
         torch.save(payload, tmp)
@@ -83,12 +98,14 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         # the run's options come from the checkpoint; --steps may extend it, --stop-after is per invocation
-        options = FitOptions(**{**state["options"], "steps": options.steps, "stop_after": options.stop_after})
+        options = FitOptions(**{**state["options"], "steps": options.steps, "stop_after": options.stop_after,
+                                "device": options.device, "threads": options.threads})
         report(f"resuming {ckpt_path} at step {state['step']} of {options.steps}")
     if options.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {options.objective!r} (known: {', '.join(OBJECTIVES)})")
     if options.threads:
         torch.set_num_threads(options.threads)
+    device = resolve_device(options.device)
     torch.manual_seed(options.seed)
 
     cfg = options.model_config
@@ -104,7 +121,10 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
            f"{len(persons) - len(val_set)} persons), {len(val_tracks)} validation tracks "
            f"({len(val_set)} persons: {', '.join(sorted(val_set)) or 'none'})")
 
-    net = CompactSyncNet(**cfg)
+    net = CompactSyncNet(**cfg).to(device)
+    # AMP on GPU: bfloat16 autocast (same exponent range as float32: no loss scaling needed); CPU stays
+    # float32, so CPU runs are bit-reproducible
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps,
                                                 pct_start=0.05)
@@ -122,6 +142,8 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
                     sched.step()
         sampler.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         step, refined, history = state["step"], state["refined"], state.get("history", [])
         best_score = state.get("best_score", -1.0)
         if refined:
@@ -140,7 +162,9 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         _save(ckpt_path, {
             "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "step": step, "refined": refined, "best_score": best_score, "options": {**asdict(options), "stop_after": None}, "model_config": cfg,
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,  # dropout on GPU
+            "step": step, "refined": refined, "best_score": best_score,
+            "options": {**asdict(options), "stop_after": None, "device": "cpu", "threads": None}, "model_config": cfg,
             "history": history, "val_persons": sorted(val_set), "datasets": [str(d) for d in datasets],
             "train_summary": {"tracks": len(train_tracks), "windows": int(sum(t.num_windows for t in train_tracks)),
                               "persons": len(persons) - len(val_set)},
@@ -167,10 +191,13 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         net.train()
         t0 = time.perf_counter()
         batch = sampler.sample(options.segments)
+        if device.type != "cpu":
+            batch = batch.to(device)
         t1 = time.perf_counter()
-        lip = net.forward_lip_windows(batch.lips)
-        aud = net.forward_aud(batch.audio)
-        loss = pair_loss(options.objective, net, lip, aud, batch, options.margin)
+        with amp:
+            lip = net.forward_lip_windows(batch.lips)
+            aud = net.forward_aud(batch.audio)
+            loss = pair_loss(options.objective, net, lip.float(), aud.float(), batch, options.margin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

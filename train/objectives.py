@@ -21,7 +21,7 @@ DEFAULT_MARGIN = 2.0
 
 
 def _dense(batch: Batch, values: torch.Tensor, fill: float) -> torch.Tensor:
-    out = torch.full((len(batch.lips), len(batch.audio)), fill, dtype=values.dtype)
+    out = torch.full((len(batch.lips), len(batch.audio)), fill, dtype=values.dtype, device=values.device)
     out[batch.lip_index, batch.audio_index] = values
     return out
 
@@ -39,9 +39,9 @@ def pair_loss(objective: str, net, lip: torch.Tensor, aud: torch.Tensor, batch: 
         return (d[genuine] ** 2).mean() + (torch.clamp(margin - d[~genuine], min=0) ** 2).mean()
     if objective == "multiway":
         logits = _dense(batch, -d, float("-inf"))
-        has = torch.zeros(len(batch.lips), dtype=torch.bool)
+        has = torch.zeros(len(batch.lips), dtype=torch.bool, device=d.device)
         has[li[genuine]] = True
-        target = torch.zeros(len(batch.lips), dtype=torch.long)
+        target = torch.zeros(len(batch.lips), dtype=torch.long, device=d.device)
         target[li[genuine]] = ai[genuine]
         return nn.functional.cross_entropy(logits[has], target[has])
     raise ValueError(f"unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")

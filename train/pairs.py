@@ -58,6 +58,10 @@ class Batch:
     shift: torch.Tensor  # (P,) audio window - lip window, in frames
     genuine: torch.Tensor  # bool (P,)
 
+    def to(self, device) -> Batch:
+        return Batch(*(x.to(device, non_blocking=True) for x in
+                       (self.lips, self.audio, self.lip_index, self.audio_index, self.shift, self.genuine)))
+
 
 class PairSampler:
     def __init__(self, tracks: list[FeatureTrack], columns: int, seg_len: int = 32, max_shift: int = 50,
