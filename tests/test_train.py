@@ -130,6 +130,20 @@ def test_fit_is_deterministic_and_resumes(tiny_dataset, tmp_path):
     assert float(rows[-1]["data_share"]) < 0.5 and float(rows[-1]["lip_windows_per_s"]) > 0
 
 
+def test_fit_logs_to_tensorboard_when_it_is_installed(tiny_dataset, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed: fit then logs to log.csv only")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dataset, _ = tiny_dataset
+    assert _fit(dataset, tmp_path / "tb", 3).exit_code == 0
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    assert {"loss", "val_acc5", "data_share"} <= set(events.Tags()["scalars"])
+    with open(tmp_path / "tb" / "log.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    assert events.Scalars("loss")[-1].value == pytest.approx(float(row["loss"]), rel=1e-6)
+
+
 def test_prepare_fit_eval_export_then_check_with_the_exported_model(tiny_dataset, tmp_path, monkeypatch):
     dataset, _ = tiny_dataset
     run = tmp_path / "run"

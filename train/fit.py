@@ -84,6 +84,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _tensorboard(folder: Path, report: Callable[[str], None]):
+    """A SummaryWriter when the `tensorboard` package is installed (the same numbers as log.csv), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    report(f"TensorBoard logs in {folder} (tensorboard --logdir {folder.parent})")
+    return SummaryWriter(str(folder))
+
+
 def _save(path: Path, payload: dict) -> None:
     with atomic_output(str(path)) as tmp:
         torch.save(payload, tmp)
@@ -154,6 +164,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     new_log = not log_path.exists() or not resume
     log = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115 - open for the whole run, flushed per row
     writer = csv.writer(log)
+    board = _tensorboard(out_dir / "tensorboard", report)
     if new_log:
         writer.writerow(["step", "loss", "lr", "lip_windows_per_s", "pairs_per_s", "data_share", "val_acc5",
                          "val_clip_acc"])
@@ -222,6 +233,12 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
                    "" if not val or val["clip_accuracy"] is None else f"{val['clip_accuracy']:.4f}"]
             writer.writerow(row)
             log.flush()
+            if board:
+                for name, value in zip(["loss", "lr", "lip_windows_per_s", "pairs_per_s", "data_share", "val_acc5",
+                                        "val_clip_acc"], row[1:]):
+                    if value != "":
+                        board.add_scalar(name, float(value), step)
+                board.flush()
             history.append(dict(zip(["step", "loss", "lr", "lip_windows_per_s", "pairs_per_s", "data_share",
                                      "val_acc5", "val_clip_acc"], row)))
             if val and bar:
@@ -237,6 +254,8 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
             if improved:
                 shutil.copyfile(ckpt_path, out_dir / BEST)
     log.close()
+    if board:
+        board.close()
     if bar:
         bar.close()
     summary = {"checkpoint": str(ckpt_path), "steps": step, "val_persons": sorted(val_set), "history": history}
