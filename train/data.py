@@ -32,7 +32,9 @@ from ..outputs import atomic_output
 SAMPLES_PER_FRAME = 640
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".mxf", ".webm", ".mpg", ".m4v"}
 INDEX = "index.json"
-SHARD_FRAMES = 40_000  # ~150 MB of mouths before compression: a few large files, not thousands
+# ~3.3 kB per frame compressed (mouths + audio): ~50 MB a shard, so each fits the GPU machine's 64 MiB per
+# upload and a dataset travels in parts; still a few large files, not thousands
+SHARD_FRAMES = 15_000
 
 
 @dataclass
