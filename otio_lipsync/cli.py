@@ -611,3 +611,82 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
     click.echo(f"lipsync: annotated timeline written to {target}", err=True)
     if report.warnings:
         sys.exit(EXIT_ERROR)
+
+
+# --- lipsync batch: QC over whole projects, local pool or Ray ---------------------------------------
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "results_dir", required=True, type=click.Path(file_okay=False),
+              help="RESULTS_DIR: items/<key>.json, results.jsonl, summary.csv, summary.json, report.html.")
+@click.option("--include", multiple=True, metavar="GLOB", help="Folders: only files matching GLOB (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Folders: skip files matching GLOB (repeatable).")
+@click.option("--face-cropped", is_flag=True, help="The media is already a face crop (see `check --help`).")
+@click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model name or file (default: house).")
+@click.option("--standard", type=click.Choice(["ebu-r37", "bt1359", "atsc-is191"]), default=None,
+              help="QC verdict per file, as `lipsync check --standard`.")
+@click.option("--fix", is_flag=True, help="Write a corrected copy of each out-of-sync file to RESULTS_DIR/fixed/.")
+@click.option("--fix-method", type=click.Choice(["copy", "reencode"]), default="copy", show_default=True)
+@click.option("--slip", is_flag=True, help="Timelines: slip paired audio clips into sync in the annotated copy.")
+@click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
+@click.option("--channel", type=int, default=None, metavar="N", help="Analyse channel N of that stream alone.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--identity", type=click.Choice(["stat", "sha256"]), default="stat", show_default=True,
+              help="What makes an input the same on a re-run: size + mtime, or its content hash.")
+@click.option("--force", is_flag=True, help="Redo items that already have a result.")
+@click.option("--workers", type=int, default=None, help="Parallel workers (default: the machine's cores).")
+@click.option("--ray", "use_ray", is_flag=True, help="Run the items as Ray tasks on a local Ray instance.")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="Run on an existing Ray cluster (e.g. HEAD:6379 or auto); inputs and RESULTS_DIR on a shared path.")
+@click.option("--report-plots", default=100, show_default=True, metavar="N",
+              help="Plots embedded in report.html (the first N rows); the rest are linked.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def batch(inputs, results_dir, include, exclude, face_cropped, model_name, standard, fix, fix_method, slip,
+          audio_stream, channel, precision, identity, force, workers, use_ray, ray_address, report_plots, no_progress):
+    """Check many media files and timelines; one result per item, a summary and an HTML report.
+
+    INPUTS are media files, folders (searched recursively), timelines (.otio and anything OTIO reads:
+    annotated copies go to RESULTS_DIR/timelines/) and manifests (.csv with a `path` column, or .jsonl
+    objects with "path"; other columns set that item's options: face_cropped, model, standard,
+    audio_stream, channel, fix, fix_method, slip, min_confidence, media_root).
+
+    Re-running the same command skips every item whose result exists for the same input (size + mtime, or
+    --identity sha256), model and options; a killed batch resumes where it stopped. A bad item (corrupt,
+    no audio, no face) is recorded with its error and the batch goes on.
+
+    \b
+    Examples:
+      lipsync batch /projects/ep101 -o qc/ep101 --standard ebu-r37
+      lipsync batch dailies/ --include '*.mov' --exclude 'proxy/*' -o qc/dailies --workers 4
+      lipsync batch edit.otio reels.csv -o qc/edit --face-cropped
+      lipsync batch /mnt/archive -o /mnt/qc/archive --ray-address HEAD:6379
+    Exit code 0 when every item was measured (and passed the --standard), 1 when a measured item is out of
+    tolerance, 2 when any item failed.
+    """
+    from .batch import run_batch
+
+    if use_ray and ray_address:
+        _fail("--ray starts a local Ray; --ray-address joins a cluster: choose one")
+    if workers is not None and workers < 1:
+        _fail("--workers must be at least 1")
+    options = {"face_cropped": face_cropped, "model": model_name, "standard": standard, "fix": fix,
+               "fix_method": fix_method, "slip": slip, "audio_stream": audio_stream, "channel": channel,
+               "precision": precision}
+    from .errors import LipsyncError
+
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+        summary = run_batch(inputs, results_dir, options=options, include=include, exclude=exclude,
+                            identity=identity, force=force, workers=workers, ray=use_ray, ray_address=ray_address,
+                            plots=report_plots, progress=not no_progress)
+    except LipsyncError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{results_dir}: {exc.strerror or exc}")
+    click.echo(f"lipsync batch: {summary['items']} item(s): {summary['failed']} failed, "
+               f"{summary['out_of_tolerance']} out of tolerance -> {os.path.join(results_dir, 'report.html')}",
+               err=True)
+    if summary["failed"]:
+        sys.exit(EXIT_ERROR)
+    if summary["out_of_tolerance"]:
+        sys.exit(EXIT_FAIL)

@@ -1,0 +1,581 @@
+"""`lipsync batch`: QC over many media files and timelines, locally (a process pool) or on Ray.
+
+Shape: `discover()` turns the inputs (files, folders, timelines, CSV/JSONL manifests) into `Item`s, each with
+an identity `key` (sha256 of its absolute path, size + mtime_ns or content hash, the model's sha256 and the
+canonical options JSON). `run_item()` is the worker: it measures one item with the same code as `lipsync check`
+(`cli.measure`) or `lipsync otio` (`otio_adapter.core.annotate_file`) and returns a plain dict. The driver
+writes `items/<key>.json` atomically as each result arrives, so a result exists iff its file exists: a killed
+batch resumes by skipping the keys that have a file, and nothing is computed twice. At the end
+`results.jsonl`, `summary.csv` and `report.html` are rebuilt from the per-item files.
+
+Per-item files and results.jsonl are deterministic (same bytes from the pool and from Ray): run details
+(seconds, pid, host, time) go to `runs.jsonl`, an append-only log that nothing reads back for resuming.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .errors import LipsyncError
+
+ITEM_SCHEMA = "otio-lipsync/batch-item/1"
+MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".mxf", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv",
+                  ".flv", ".3gp", ".dv"}
+MANIFEST_SUFFIXES = {".csv", ".jsonl"}
+# options a manifest row may set for its item (the rest are batch-wide)
+ITEM_OPTIONS = {"face_cropped", "model", "standard", "audio_stream", "channel", "fix", "fix_method", "slip",
+                "min_confidence", "media_root"}
+# options that change a result: they go into the identity key
+DEFAULTS = {"face_cropped": False, "model": None, "standard": None, "audio_stream": 0, "channel": None,
+            "fix": False, "fix_method": "copy", "slip": False, "min_confidence": 3.0, "media_root": None,
+            "vshift": 15, "precision": "float32"}
+
+
+class BatchError(LipsyncError):
+    """A bad input argument or manifest (one line naming the file)."""
+
+
+def timeline_suffixes() -> set[str]:
+    import opentimelineio as otio
+
+    return {"." + s for s in otio.adapters.suffixes_with_defined_adapters(read=True)} - MANIFEST_SUFFIXES
+
+
+@dataclass
+class Item:
+    path: str  # absolute
+    kind: str  # "media" or "timeline"
+    options: dict = field(default_factory=dict)  # effective options (DEFAULTS + batch-wide + manifest row)
+    key: str = ""
+    identity: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "options": self.options, "key": self.key,
+                "identity": self.identity}
+
+
+# --- discovery ------------------------------------------------------------------------------------------
+
+def _matches(rel: str, patterns) -> bool:
+    base = os.path.basename(rel)
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(base, p) for p in patterns)
+
+
+def _kind(path: str, timelines: set[str]) -> str | None:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in MEDIA_SUFFIXES:
+        return "media"
+    if suffix in timelines:
+        return "timeline"
+    return None
+
+
+def read_manifest(path: str) -> list[tuple[str, dict]]:
+    """CSV (header with `path` + option columns) or JSONL ({"path": ..., option: value}) -> [(path, options)].
+    Relative paths are relative to the manifest's folder; empty CSV cells mean "the batch-wide value"."""
+    base = os.path.dirname(os.path.abspath(path))
+    rows: list[dict] = []
+    try:
+        with open(path, newline="") as f:
+            if path.lower().endswith(".jsonl"):
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise BatchError(path, f"line {n}: not JSON ({exc.msg})") from None
+                        if not isinstance(row, dict):
+                            raise BatchError(path, f"line {n}: expected an object with a \"path\"")
+                        rows.append(row)
+            else:
+                rows = [{k: _csv_value(v) for k, v in r.items() if k and v not in (None, "")}
+                        for r in csv.DictReader(f)]
+    except OSError as exc:
+        raise BatchError(path, f"cannot read the manifest ({exc.strerror})") from None
+    out = []
+    for n, row in enumerate(rows, 1):
+        if "path" not in row:
+            raise BatchError(path, f"row {n}: no \"path\"")
+        unknown = set(row) - ITEM_OPTIONS - {"path"}
+        if unknown:
+            raise BatchError(path, f"row {n}: unknown option(s) {', '.join(sorted(unknown))} "
+                                   f"(known: {', '.join(sorted(ITEM_OPTIONS))})")
+        options = {k: v for k, v in row.items() if k != "path"}
+        out.append((os.path.join(base, os.path.expanduser(str(row["path"]))), options))
+    return out
+
+
+def _csv_value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "yes", "1"):
+        return True
+    if low in ("false", "no", "0"):
+        return False
+    try:
+        return int(text) if low.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        return text.strip()
+
+
+def discover(inputs, include=(), exclude=(), options: dict | None = None) -> list[Item]:
+    """The items of INPUTS, in a stable order, each media file or timeline once. A path that does not exist
+    becomes an item too (it fails with its reason and the batch goes on)."""
+    timelines = timeline_suffixes()
+    base_options = {**DEFAULTS, **(options or {})}
+    found: list[Item] = []
+
+    def add(path: str, overrides: dict | None = None, kind: str | None = None):
+        eff = {**base_options, **(overrides or {})}
+        found.append(Item(os.path.abspath(path), kind or _kind(path, timelines) or "media", eff))
+
+    for given in inputs:
+        if os.path.isdir(given):
+            for root, dirs, files in os.walk(given):
+                dirs.sort()
+                for name in sorted(files):
+                    full = os.path.join(root, name)
+                    rel = os.path.relpath(full, given)
+                    if name.startswith(".") or _kind(name, timelines) is None:
+                        continue
+                    if include and not _matches(rel, include):
+                        continue
+                    if exclude and _matches(rel, exclude):
+                        continue
+                    add(full)
+        elif os.path.splitext(given)[1].lower() in MANIFEST_SUFFIXES and os.path.isfile(given):
+            for path, overrides in read_manifest(given):
+                add(path, overrides)
+        else:
+            add(given)
+    seen, unique = set(), []
+    for item in found:
+        marker = (item.path, json.dumps(item.options, sort_keys=True))
+        if marker not in seen:
+            seen.add(marker)
+            unique.append(item)
+    return unique
+
+
+# --- identity -------------------------------------------------------------------------------------------
+
+_model_shas: dict = {}
+
+
+def model_sha(name: str | None) -> str:
+    """sha256 of the model a --model value names (cached); raises BatchError for a bad model."""
+    if name not in _model_shas:
+        from .model import BadWeights, ModelNotFound, load
+
+        try:
+            _model_shas[name] = load(name).describe()["sha256"]
+        except (ModelNotFound, BadWeights) as exc:
+            raise BatchError(name or "house", str(exc)) from None
+    return _model_shas[name]
+
+
+def _file_sha256(path: str) -> str:
+    from .model.weights import sha256_of
+
+    return sha256_of(path)
+
+
+def assign_keys(items: list[Item], identity: str = "stat") -> None:
+    """Set each item's identity and key. identity "stat": size + mtime_ns; "sha256": the content hash."""
+    for item in items:
+        try:
+            st = os.stat(item.path)
+            ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if identity == "stat" else \
+                {"size": st.st_size, "sha256": _file_sha256(item.path)}
+        except OSError:
+            ident = {"missing": True}
+        item.identity = ident
+        blob = json.dumps({"path": item.path, "kind": item.kind, "input": ident,
+                           "model": model_sha(item.options.get("model")), "options": item.options},
+                          sort_keys=True, separators=(",", ":"))
+        item.key = hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+# --- the worker -----------------------------------------------------------------------------------------
+
+_engines: dict = {}
+_detector = None
+
+
+def init_worker(threads: int) -> None:
+    """Process initializer: torch threads per worker so workers do not fight over cores."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
+
+
+def _engine(options: dict):
+    key = (options.get("model"), options["vshift"], options["precision"])
+    if key not in _engines:
+        from .cli import load_engine
+
+        _engines[key] = load_engine(options.get("model"), options["vshift"], None, None, options["precision"])
+    return _engines[key]
+
+
+def run_item(item: dict, results_dir: str) -> dict:
+    """Measure one item -> (deterministic result dict, run details). Bad input is a result with an error,
+    never an exception; anything else (a bug, a dead worker) is the caller's to retry or record."""
+    started = time.perf_counter()
+    hook = os.environ.get("LIPSYNC_BATCH_PID_DIR")  # tests: where each task leaves its worker's pid
+    if hook:
+        with open(os.path.join(hook, f"{item['key']}.pid"), "w") as f:
+            f.write(str(os.getpid()))
+    result = {"schema": ITEM_SCHEMA, "key": item["key"], "file": item["path"], "kind": item["kind"],
+              "input": item["identity"], "options": item["options"]}
+    try:
+        if item["kind"] == "timeline":
+            result.update(_run_timeline(item, results_dir))
+        else:
+            result.update(_run_media(item, results_dir))
+        result["status"] = "ok"
+    except LipsyncError as exc:
+        result.update(status="error", error=str(exc), error_type=type(exc).__name__)
+    run = {"key": item["key"], "file": item["path"], "seconds": round(time.perf_counter() - started, 3),
+           "pid": os.getpid(), "host": socket.gethostname()}
+    return {"result": result, "run": run}
+
+
+def _run_media(item: dict, results_dir: str) -> dict:
+    from .cli import measure
+    from .ffmpeg_filter import qc
+
+    global _detector
+    opts = item["options"]
+    engine = _engine(opts)
+    footage_options = None
+    if not opts["face_cropped"]:
+        from .faces.detectors import DetectorUnavailable, make_detector
+        from .footage import FootageOptions
+
+        footage_options = FootageOptions()
+        if _detector is None:
+            try:
+                _detector = make_detector(footage_options.detector)
+            except DetectorUnavailable as exc:
+                raise LipsyncError(item["path"], str(exc)) from None
+    analysis, _ = measure(item["path"], engine, opts["face_cropped"], footage_options, _detector,
+                          opts["audio_stream"], quiet=True, channel=opts["channel"])
+    out = {"analysis": analysis.to_dict()}
+    standard = qc.STANDARDS[opts["standard"]] if opts["standard"] else None
+    if standard:
+        out["qc"] = qc.verdict(standard, analysis.audio_delay_ms, analysis.drift)
+    if opts["fix"] and analysis.audio_delay_ms:
+        from .ffmpeg_filter.fix import plan_fix, run_fix
+
+        stem, suffix = os.path.splitext(os.path.basename(item["path"]))
+        rel = os.path.join("fixed", f"{stem}-{item['key'][:8]}{suffix}")
+        os.makedirs(os.path.join(results_dir, "fixed"), exist_ok=True)
+        run_fix(plan_fix(item["path"], os.path.join(results_dir, rel), analysis.audio_delay_ms, opts["fix_method"],
+                         audio_stream=opts["audio_stream"]))
+        out["fixed"] = {"path": rel, "audio_moved_ms": analysis.audio_delay_ms, "method": opts["fix_method"]}
+    return out
+
+
+def _run_timeline(item: dict, results_dir: str) -> dict:
+    import opentimelineio as otio
+
+    from .otio_adapter.core import LipsyncAdapterError, annotate_file
+
+    opts = item["options"]
+    engine = _engine(opts)
+    try:
+        timeline, report = annotate_file(
+            item["path"], engine=engine, log=lambda message: None, quiet=True, cache_dir="none",
+            face_cropped=opts["face_cropped"], slip=opts["slip"], min_confidence=opts["min_confidence"],
+            media_root=opts["media_root"], model=opts["model"])
+    except LipsyncAdapterError as exc:
+        raise LipsyncError(item["path"], str(exc).split(": ", 1)[-1]) from None
+    # the annotated timeline goes back to the driver as text: the driver writes every result file
+    return {"timeline_report": report.to_dict(), "timeline_text": otio.adapters.write_to_string(timeline, "otio_json")}
+
+
+# --- the driver -----------------------------------------------------------------------------------------
+
+def item_path(results_dir: str, key: str) -> str:
+    return os.path.join(results_dir, "items", f"{key}.json")
+
+
+def _dump(payload) -> str:
+    return json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def store(results_dir: str, payload: dict) -> dict:
+    """Write one item's result (and its annotated timeline) atomically, from the driver."""
+    from .outputs import atomic_output
+
+    result = dict(payload["result"])
+    text = result.pop("timeline_text", None)
+    if text is not None:
+        stem = os.path.splitext(os.path.basename(result["file"]))[0]
+        rel = os.path.join("timelines", f"{stem}-{result['key'][:8]}.otio")
+        os.makedirs(os.path.join(results_dir, "timelines"), exist_ok=True)
+        with atomic_output(os.path.join(results_dir, rel), ".otio") as tmp, open(tmp, "w") as f:
+            f.write(text)
+        result["timeline"] = rel
+    with atomic_output(item_path(results_dir, result["key"]), ".json") as tmp, open(tmp, "w") as f:
+        f.write(_dump(result))
+    run = payload.get("run")
+    if run:
+        run = {**run, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with open(os.path.join(results_dir, "runs.jsonl"), "a") as f:  # a log, never read back for resuming
+            f.write(json.dumps(run, sort_keys=True) + "\n")
+    return result
+
+
+def crash_result(item: dict, reason: str) -> dict:
+    """A task that died every retry: recorded like a bad input, so the batch goes on."""
+    return {"result": {"schema": ITEM_SCHEMA, "key": item["key"], "file": item["path"], "kind": item["kind"],
+                       "input": item["identity"], "options": item["options"], "status": "error",
+                       "error": f"{item['path']}: worker failed ({reason})", "error_type": "WorkerFailed"}}
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def run_local(todo: list[dict], results_dir: str, workers: int, done) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = max(1, default_workers() // workers)
+    pending = list(todo)
+    attempts: dict = {}
+    while pending:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_item, item, results_dir): item for item in pending}
+            pending = []
+            broken = False
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    item = futures.pop(fut)
+                    try:
+                        done(fut.result())
+                    except BrokenProcessPool as exc:
+                        broken = True
+                        attempts[item["key"]] = attempts.get(item["key"], 0) + 1
+                        if attempts[item["key"]] > 3:
+                            done(crash_result(item, str(exc) or "worker process died"))
+                        else:
+                            pending.append(item)
+                    except Exception as exc:  # noqa: BLE001 - a bug on one item must not stop the batch
+                        done(crash_result(item, f"{type(exc).__name__}: {exc}"))
+                if broken:  # a dead worker breaks the pool: resubmit what has not finished in a new one
+                    for fut, item in futures.items():
+                        if fut.done() and not fut.exception():
+                            done(fut.result())
+                        else:
+                            pending.append(item)
+                    futures = {}
+
+
+def run_ray(todo: list[dict], results_dir: str, workers: int, address: str | None, done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise BatchError("--ray", "needs Ray: pip install 'otio-lipsync[ray]'") from None
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    threads = max(1, int(ray.cluster_resources().get("CPU", workers)) // max(1, workers)) if not address else 1
+
+    @ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)
+    def task(item, results_dir):
+        import torch
+
+        if torch.get_num_threads() != threads:
+            init_worker(threads)
+        return run_item(item, results_dir)
+
+    refs = {task.remote(item, results_dir): item for item in todo}
+    while refs:
+        finished, _ = ray.wait(list(refs), num_returns=1)
+        for ref in finished:
+            item = refs.pop(ref)
+            try:
+                done(ray.get(ref))
+            except Exception as exc:  # noqa: BLE001 - retries exhausted: record it, go on
+                done(crash_result(item, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+
+
+# --- summary, results.jsonl, report -----------------------------------------------------------------------
+
+def classify(result: dict) -> str:
+    if result.get("status") != "ok":
+        return "failed"
+    if "qc" in result:
+        return "pass" if result["qc"]["pass"] else "out_of_tolerance"
+    report = result.get("timeline_report")
+    if report and (report["summary"]["out_of_tolerance"]):
+        return "out_of_tolerance"
+    if report and report.get("warnings"):
+        return "warning"
+    return "measured"
+
+
+ORDER = {"failed": 0, "out_of_tolerance": 1, "warning": 2, "measured": 3, "pass": 4}
+
+
+def finish(results_dir: str, items: list[Item], standard: str | None, plots: int = 100) -> dict:
+    """Rebuild results.jsonl, summary.csv and report.html from the per-item files of ITEMS."""
+    from .outputs import atomic_output
+
+    results = []
+    for item in items:
+        with open(item_path(results_dir, item.key)) as f:
+            results.append(json.load(f))
+    results.sort(key=lambda r: (r["file"], r["key"]))
+    with atomic_output(os.path.join(results_dir, "results.jsonl"), ".jsonl") as tmp, open(tmp, "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n" for r in results)
+    counts = {k: 0 for k in ORDER}
+    for r in results:
+        counts[classify(r)] += 1
+    rows = sorted(results, key=lambda r: (ORDER[classify(r)], r["file"], r["key"]))
+    with atomic_output(os.path.join(results_dir, "summary.csv"), ".csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "kind", "status", "audio_delay_ms", "offset_frames", "confidence", "drift_ms_per_min",
+                    "drift_verdict", "qc_reasons", "error_type", "error", "key", "result"])
+        for r in rows:
+            a = r.get("analysis") or {}
+            drift = a.get("drift") or {}
+            w.writerow([r["file"], r["kind"], classify(r), a.get("audio_delay_ms", ""), a.get("offset_frames", ""),
+                        a.get("confidence", ""), drift.get("ms_per_minute", "") if drift.get("ms_per_minute")
+                        is not None else "", drift.get("verdict", ""), "; ".join((r.get("qc") or {}).get("reasons", [])),
+                        r.get("error_type", ""), r.get("error", ""), r["key"], f"items/{r['key']}.json"])
+    summary = {"items": len(results), **counts,
+               "out_of_tolerance_files": [r["file"] for r in rows if classify(r) == "out_of_tolerance"],
+               "failures": [{"file": r["file"], "error_type": r["error_type"], "error": r["error"]}
+                            for r in rows if classify(r) == "failed"]}
+    with atomic_output(os.path.join(results_dir, "summary.json"), ".json") as tmp, open(tmp, "w") as f:
+        f.write(_dump(summary))
+    write_report(results_dir, rows, counts, standard, plots)
+    return summary
+
+
+def _plot_png(results_dir: str, result: dict, standard: str | None) -> str | None:
+    """plots/<key>.png for a measured media item (made once; a resumed batch reuses it)."""
+    if not result.get("analysis"):
+        return None
+    rel = os.path.join("plots", f"{result['key']}.png")
+    target = os.path.join(results_dir, rel)
+    if not os.path.exists(target):
+        from types import SimpleNamespace
+
+        from .ffmpeg_filter import qc
+        from .ffmpeg_filter.plot import plot_analysis
+
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        plot_analysis(SimpleNamespace(**result["analysis"]), target, qc.STANDARDS[standard] if standard else None)
+    return rel
+
+
+def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str | None, plots: int) -> None:
+    """report.html: counts at the top, one row per item (failures and out-of-tolerance first), the offset /
+    confidence plot of the first `plots` measured rows inline (base64 PNG), later ones linked."""
+    import base64
+    import html
+
+    from . import __version__
+    from .outputs import atomic_output
+
+    esc = html.escape
+    colour = {"failed": "#f4c7c3", "out_of_tolerance": "#fce8b2", "warning": "#fce8b2", "measured": "#ffffff",
+              "pass": "#d9ead3"}
+    body = []
+    inline = 0
+    for r in rows:
+        status = classify(r)
+        a = r.get("analysis") or {}
+        cells = [esc(r["file"]), esc(status)]
+        if r.get("status") != "ok":
+            cells += ["", "", esc(r.get("error", ""))]
+        elif r["kind"] == "timeline":
+            s = r["timeline_report"]["summary"]
+            cells += ["", "", esc(f"{s['clips_analysed']} clip(s) analysed, {s['out_of_tolerance']} out of "
+                                  f"tolerance (EBU R37); annotated: {r.get('timeline', '')}")]
+        else:
+            drift = a.get("drift") or {}
+            note = "; ".join((r.get("qc") or {}).get("reasons", [])) or drift.get("verdict", "")
+            cells += [f"{a['audio_delay_ms']:+.0f}", f"{a['confidence']:.2f}", esc(note)]
+        picture = ""
+        rel = _plot_png(results_dir, r, standard)
+        if rel and inline < plots:
+            with open(os.path.join(results_dir, rel), "rb") as f:
+                data = base64.b64encode(f.read()).decode()
+            picture = f'<img loading="lazy" width="500" src="data:image/png;base64,{data}">'
+            inline += 1
+        elif rel:
+            picture = f'<a href="{esc(rel)}">plot</a>'
+        body.append(f'<tr style="background:{colour[status]}">' + "".join(f"<td>{c}</td>" for c in cells)
+                    + f"<td>{picture}</td></tr>")
+    head = " &middot; ".join(f"{esc(k.replace('_', ' '))}: <b>{v}</b>" for k, v in counts.items() if v)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>lipsync batch report</title>
+<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}}</style></head><body>
+<h1>lipsync batch report</h1>
+<p>{sum(counts.values())} item(s): {head}</p>
+<p>standard: {esc(standard or "none")}; otio-lipsync {esc(__version__)}. Audio delay: positive = the sound is
+late. Failures and out-of-tolerance items first.</p>
+<table><tr><th>file</th><th>status</th><th>audio delay (ms)</th><th>confidence</th><th>notes</th>
+<th>offset / confidence over time</th></tr>
+{chr(10).join(body)}
+</table></body></html>
+"""
+    with atomic_output(os.path.join(results_dir, "report.html"), ".html") as tmp, open(tmp, "w") as f:
+        f.write(page)
+
+
+def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=(), identity="stat",
+              force=False, workers=None, ray=False, ray_address=None, plots=100, progress=True, log=None) -> dict:
+    """The whole batch -> summary dict (see finish)."""
+    from tqdm import tqdm
+
+    log = log or (lambda message: print(message, file=sys.stderr))
+    items = discover(inputs, include, exclude, options)
+    if not items:
+        raise BatchError(" ".join(inputs) or "INPUTS", "no media files or timelines found")
+    assign_keys(items, identity)
+    os.makedirs(os.path.join(results_dir, "items"), exist_ok=True)
+    todo = [i.to_dict() for i in items if force or not os.path.exists(item_path(results_dir, i.key))]
+    if len(todo) < len(items):
+        log(f"lipsync batch: {len(items) - len(todo)} of {len(items)} item(s) already have a result (--force redoes)")
+    workers = workers or default_workers()
+    bar = tqdm(total=len(todo), desc="lipsync batch", unit="item", file=sys.stderr, disable=not progress or None,
+               smoothing=0.1)
+
+    def done(payload):
+        result = store(results_dir, payload)
+        if result["status"] != "ok":
+            bar.write(f"lipsync batch: {result['error']}", file=sys.stderr)
+        bar.update(1)
+
+    try:
+        if todo and (ray or ray_address):
+            run_ray(todo, results_dir, workers, ray_address, done)
+        elif todo:
+            run_local(todo, results_dir, min(workers, len(todo)), done)
+    finally:
+        bar.close()
+    return finish(results_dir, items, options.get("standard"), plots)
