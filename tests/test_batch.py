@@ -1,0 +1,244 @@
+"""`lipsync batch` on real clips: results and errors per item, resume after a killed driver, Ray retries after a
+killed worker, byte-identical results from the local pool and from Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, SHARED, junk_bytes, need, run_ffmpeg
+
+GRID = SHARED / "data" / "grid_s1" / "video"
+LONG_CLIP = SHARED / "data" / "clips" / "synced_dfrf_cnn_anchor_01.mp4"  # 10 s, a face-centred 512x512 crop
+
+
+def grid_clips(n: int) -> list[Path]:
+    need(GRID)
+    clips = sorted(GRID.glob("*.mp4"))[:n]
+    assert len(clips) == n
+    return clips
+
+
+def broken_files(folder: Path, ffmpeg_exe: str) -> dict[str, str]:
+    """name -> expected error_type; made here, never in the repo."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "junk.mp4").write_bytes(junk_bytes(20000))
+    src = grid_clips(1)[0].read_bytes()
+    (folder / "truncated.mp4").write_bytes(src[: len(src) // 3])
+    run_ffmpeg(ffmpeg_exe, "-i", str(grid_clips(1)[0]), "-an", "-c:v", "copy", str(folder / "no_audio.mp4"))
+    return {"junk.mp4": "UnreadableMedia", "truncated.mp4": "UnreadableMedia", "no_audio.mp4": "NoAudioStream"}
+
+
+def cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "otio_lipsync", "batch", *map(str, args)], check=False,
+                          capture_output=True,
+                          text=True, cwd=REPO, env=env, **kwargs)
+
+
+def read_results(results_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (results_dir / "results.jsonl").read_text().splitlines()]
+
+
+def no_temp_files(results_dir: Path) -> None:
+    left = [p for p in results_dir.rglob("*") if p.name.startswith(".lipsync-")]
+    assert not left, left
+
+
+def test_batch_real_clips_and_broken_files(tmp_path, ffmpeg_exe):
+    clips = grid_clips(30)
+    media = tmp_path / "media"
+    (media / "grid").mkdir(parents=True)
+    for c in clips:  # a folder of links, searched recursively; the clips themselves stay in ../shared
+        (media / "grid" / c.name).symlink_to(c)
+    (media / "grid" / "notes.txt").write_text("not media")
+    (media / "grid" / "skip_me.mp4").symlink_to(clips[0])
+    broken = broken_files(media / "broken", ffmpeg_exe)
+    missing = tmp_path / "missing.mp4"
+    out = tmp_path / "results"
+    proc = cli(media, missing, "-o", out, "--face-cropped", "--workers", "2", "--exclude", "skip_*",
+               "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    results = read_results(out)
+    assert len(results) == 30 + len(broken) + 1
+    assert len({r["key"] for r in results}) == len(results)
+    by_name = {Path(r["file"]).name: r for r in results}
+    assert "skip_me.mp4" not in by_name and "notes.txt" not in by_name
+    for c in clips:
+        r = by_name[c.name]
+        assert r["status"] == "ok", r
+        assert r["analysis"]["num_windows"] > 0 and r["analysis"]["model"]["sha256"]
+        assert (out / "items" / f"{r['key']}.json").is_file()
+    for name, error_type in {**broken, "missing.mp4": "MediaNotFound"}.items():
+        r = by_name[name]
+        assert r["status"] == "error" and r["error_type"] == error_type, r
+        assert r["error"].startswith(str(missing if name == "missing.mp4" else media / "broken" / name))
+        assert r["error"] in proc.stderr  # one line naming the file
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"] == len(results) and summary["failed"] == len(broken) + 1
+    assert summary["measured"] == 30
+    assert sorted(f["file"] for f in summary["failures"]) == sorted(
+        [str(media / "broken" / n) for n in broken] + [str(missing)])
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == len(results) + 1 and all(",failed," in row for row in rows[1:len(broken) + 2])
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 30 and "http" not in report.replace("http-equiv", "")
+    assert "failed: <b>4</b>" in report
+    no_temp_files(out)
+
+    # the same command again computes nothing and writes the same bytes
+    before = (out / "results.jsonl").read_bytes()
+    runs = (out / "runs.jsonl").read_text().count("\n")
+    again = cli(media, missing, "-o", out, "--face-cropped", "--workers", "2", "--exclude", "skip_*",
+                "--no-progress")
+    assert again.returncode == 2
+    assert f"{len(results)} of {len(results)} item(s) already have a result" in again.stderr
+    assert (out / "results.jsonl").read_bytes() == before
+    assert (out / "runs.jsonl").read_text().count("\n") == runs
+    # an option that changes results makes new keys; --standard gives verdicts and exit 1 without failures
+    good = cli(*clips[:3], "-o", out, "--face-cropped", "--workers", "1", "--standard", "bt1359", "--no-progress")
+    verdicts = read_results(out)
+    assert len(verdicts) == 3 and all("qc" in r for r in verdicts)
+    failing = sum(not r["qc"]["pass"] for r in verdicts)
+    assert good.returncode == (1 if failing else 0), good.stderr
+    assert json.loads((out / "summary.json").read_text())["out_of_tolerance"] == failing
+
+
+def test_manifest_and_timeline_items(tmp_path):
+    import opentimelineio as otio
+
+    clips = grid_clips(3)
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path,face_cropped,standard\n" + "".join(f"{c},true,ebu-r37\n" for c in clips[:2]))
+    timeline = otio.schema.Timeline(name="edit")
+    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
+    rate = 25
+    track.append(otio.schema.Clip(name="shot", media_reference=otio.schema.ExternalReference(
+        target_url=str(clips[2]), available_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(75, rate))),
+        source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(75, rate))))
+    timeline.tracks.append(track)
+    edit = tmp_path / "edit.otio"
+    otio.adapters.write_to_file(timeline, str(edit))
+    edit_bytes = edit.read_bytes()
+    out = tmp_path / "results"
+    proc = cli(manifest, edit, "-o", out, "--face-cropped", "--workers", "2", "--no-progress")
+    assert proc.returncode in (0, 1), proc.stderr
+    results = read_results(out)
+    assert len(results) == 3
+    media = [r for r in results if r["kind"] == "media"]
+    assert all(r["options"]["standard"] == "ebu-r37" and "qc" in r for r in media)
+    (tl,) = [r for r in results if r["kind"] == "timeline"]
+    assert tl["status"] == "ok" and tl["timeline_report"]["summary"]["clips_analysed"] == 1
+    annotated = otio.adapters.read_from_file(str(out / tl["timeline"]))
+    assert any("lipsync" in m.metadata for c in annotated.find_clips() for m in c.markers)
+    assert edit.read_bytes() == edit_bytes  # never overwrite inputs
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,colour\nx.mp4,red\n")
+    proc = cli(bad, "-o", out)
+    assert proc.returncode == 2 and "unknown option(s) colour" in proc.stderr and str(bad) in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_driver_resumes_without_duplicates_or_losses(tmp_path, sig):
+    clips = grid_clips(30)
+    out = tmp_path / "results"
+    args = [*clips, "-o", out, "--face-cropped", "--workers", "2", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "otio_lipsync", "batch", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "items").glob("*.json"))) < 5:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)  # the driver and its pool, as a Ctrl-C or a kill -9 of the job would
+    proc.wait(60)
+    proc.stderr.close()
+    kept = {p.stem for p in (out / "items").glob("*.json")}
+    assert 5 <= len(kept) < 30
+    for p in (out / "items").glob("*.json"):
+        json.loads(p.read_text())  # every file there is complete
+    runs_before = (out / "runs.jsonl").read_text().splitlines()
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(kept)} of 30 item(s) already have a result" in again.stderr
+    results = read_results(out)
+    assert sorted(Path(r["file"]).name for r in results) == sorted(c.name for c in clips)
+    assert len({r["key"] for r in results}) == 30 and all(r["status"] == "ok" for r in results)
+    assert {p.stem for p in (out / "items").glob("*.json")} == {r["key"] for r in results}
+    redone = [json.loads(line)["key"] for line in (out / "runs.jsonl").read_text().splitlines()[len(runs_before):]]
+    assert not set(redone) & kept and len(redone) == len(set(redone)) == 30 - len(kept)  # nothing computed twice
+    no_temp_files(out)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    ray = pytest.importorskip("ray", reason="needs ray (pip install 'otio-lipsync[ray]')")
+    pid_dir = tmp_path_factory.mktemp("pids")
+    os.environ["LIPSYNC_BATCH_PID_DIR"] = str(pid_dir)  # the workers inherit it
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray, pid_dir
+    ray.shutdown()
+    os.environ.pop("LIPSYNC_BATCH_PID_DIR", None)
+
+
+def test_ray_worker_killed_is_retried_and_matches_local_pool(tmp_path, local_ray, ffmpeg_exe):
+    from otio_lipsync.batch import run_batch
+
+    _, pid_dir = local_ray
+    long_clip = need(LONG_CLIP)
+    inputs = [str(p) for p in [long_clip, *grid_clips(4)]]
+    broken = broken_files(tmp_path / "broken", ffmpeg_exe)
+    inputs += [str(tmp_path / "broken" / name) for name in broken]
+    options = {"face_cropped": True}
+    on_ray = tmp_path / "ray"
+    killed = {}
+
+    def kill_long_clip_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            for pid_file in pid_dir.glob("*.pid"):
+                item = json.loads((on_ray / "items" / f"{pid_file.stem}.json").read_text()) \
+                    if (on_ray / "items" / f"{pid_file.stem}.json").exists() else None
+                text = pid_file.read_text()
+                if item is None and text and pid_file.stem == keys.get(str(long_clip)):
+                    killed["pid"] = int(text)
+                    os.kill(killed["pid"], signal.SIGKILL)  # mid-task: the long clip takes seconds
+                    return
+            time.sleep(0.02)
+
+    from otio_lipsync.batch import assign_keys, discover
+
+    items = discover(inputs, options=options)
+    assign_keys(items)
+    keys = {i.path: i.key for i in items}
+    killer = threading.Thread(target=kill_long_clip_worker)
+    killer.start()
+    summary = run_batch(inputs, str(on_ray), options=options, ray=True, workers=2, progress=False,
+                        log=lambda message: None)
+    killer.join()
+    assert killed, "the long clip's worker was never seen running"
+    assert summary["items"] == len(inputs) and summary["failed"] == len(broken)
+    long_result = json.loads((on_ray / "items" / f"{keys[str(long_clip)]}.json").read_text())
+    assert long_result["status"] == "ok"
+    runs = [json.loads(line) for line in (on_ray / "runs.jsonl").read_text().splitlines()]
+    (long_run,) = [r for r in runs if r["key"] == keys[str(long_clip)]]
+    assert long_run["pid"] != killed["pid"]  # the retry ran in a new worker
+
+    # the same inputs on the local pool: the same bytes, item by item and in results.jsonl
+    local = tmp_path / "local"
+    run_batch(inputs, str(local), options=options, workers=2, progress=False, log=lambda message: None)
+    assert sorted(p.name for p in (local / "items").iterdir()) == sorted(p.name for p in (on_ray / "items").iterdir())
+    for p in (local / "items").iterdir():
+        assert p.read_bytes() == (on_ray / "items" / p.name).read_bytes(), p.name
+    assert (local / "results.jsonl").read_bytes() == (on_ray / "results.jsonl").read_bytes()
+    no_temp_files(on_ray)
