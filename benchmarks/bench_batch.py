@@ -26,13 +26,13 @@ RAW = [SHARED / "data" / "clips" / n for n in ("synced_dfrf_cnn_anchor_01.mp4", 
                                                "synced_edtalk_ted_lieu_01.mp4", "synced_hdtf_aoc_01.mp4")]
 
 
-def one(inputs, options, workers, ray=False):
+def one(inputs, options, workers, ray=False, threads=None):
     from otio_lipsync.batch import run_batch
 
     out = tempfile.mkdtemp(prefix="bench-batch-")
     try:
         t0 = time.perf_counter()
-        summary = run_batch([str(p) for p in inputs], out, options=options, workers=workers, ray=ray,
+        summary = run_batch([str(p) for p in inputs], out, options=options, workers=workers, ray=ray, threads=threads,
                             progress=False, log=lambda m: None)
         wall = time.perf_counter() - t0
         runs = [json.loads(line) for line in Path(out, "runs.jsonl").read_text().splitlines()]
@@ -58,9 +58,11 @@ def main():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     load_before = os.getloadavg()[0]
     rows = []
-    for workers, ray in ((1, False), (2, False), (2, True)):
-        row = one(grid, {"face_cropped": True}, workers, ray)
-        row["config"] = f"{'Ray (local, 2 worker processes)' if ray else f'local pool, {workers} worker(s)'}"
+    for workers, ray, threads in ((1, False, None), (1, False, 1), (2, False, None), (2, True, None)):
+        row = one(grid, {"face_cropped": True}, workers, ray, threads)
+        row["threads_per_worker"] = threads or max(1, len(os.sched_getaffinity(0)) // workers)
+        row["config"] = (f"{'Ray (local, 2 worker processes)' if ray else f'local pool, {workers} worker(s)'}, "
+                         f"{row['threads_per_worker']} thread(s) each")
         row["input"] = f"{len(grid)} GRID s1 clips (3 s, face-cropped)"
         rows.append(row)
         print(row, flush=True)
@@ -69,7 +71,7 @@ def main():
 
             ray_module.shutdown()
     raw = one([p for p in RAW if p.exists()], {"face_cropped": False}, 2)
-    raw["config"], raw["input"] = "local pool, 2 workers", f"{raw['items']} real 10 s clips, raw footage (BlazeFace)"
+    raw["config"], raw["input"] = "local pool, 2 workers, 1 thread each", f"{raw['items']} real 10 s clips, raw footage (BlazeFace)"
     rows.append(raw)
     print(raw, flush=True)
     with open("/proc/cpuinfo") as f:
@@ -79,7 +81,7 @@ def main():
     # 2-worker pool; N nodes scale linearly (items are independent, storage assumed not the bottleneck)
     archive_h = 1000.0
     estimate = []
-    for label, row in (("face-cropped (GRID)", rows[1]), ("raw footage", raw)):
+    for label, row in (("face-cropped (GRID)", rows[2]), ("raw footage", raw)):
         node_hours = archive_h / row["media_hours_per_hour"]
         estimate.append({"footage": label, "media_hours_per_node_hour": row["media_hours_per_hour"],
                          "node_hours": round(node_hours, 1),

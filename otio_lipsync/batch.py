@@ -350,12 +350,12 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def run_local(todo: list[dict], results_dir: str, workers: int, done) -> None:
+def run_local(todo: list[dict], results_dir: str, workers: int, done, threads: int | None = None) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    threads = max(1, default_workers() // workers)
+    threads = threads or max(1, default_workers() // workers)
     pending = list(todo)
     attempts: dict = {}
     while pending:
@@ -388,7 +388,8 @@ def run_local(todo: list[dict], results_dir: str, workers: int, done) -> None:
                     futures = {}
 
 
-def run_ray(todo: list[dict], results_dir: str, workers: int, address: str | None, done) -> None:
+def run_ray(todo: list[dict], results_dir: str, workers: int, address: str | None, done,
+            threads: int | None = None) -> None:
     try:
         import ray
     except ImportError:
@@ -398,7 +399,8 @@ def run_ray(todo: list[dict], results_dir: str, workers: int, address: str | Non
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    threads = max(1, int(ray.cluster_resources().get("CPU", workers)) // max(1, workers)) if not address else 1
+    if not threads:
+        threads = max(1, int(ray.cluster_resources().get("CPU", workers)) // max(1, workers)) if not address else 1
 
     @ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)
     def task(item, results_dir):
@@ -548,7 +550,8 @@ late. Failures and out-of-tolerance items first.</p>
 
 
 def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=(), identity="stat",
-              force=False, workers=None, ray=False, ray_address=None, plots=100, progress=True, log=None) -> dict:
+              force=False, workers=None, threads=None, ray=False, ray_address=None, plots=100, progress=True,
+              log=None) -> dict:
     """The whole batch -> summary dict (see finish)."""
     from tqdm import tqdm
 
@@ -573,9 +576,9 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
 
     try:
         if todo and (ray or ray_address):
-            run_ray(todo, results_dir, workers, ray_address, done)
+            run_ray(todo, results_dir, workers, ray_address, done, threads)
         elif todo:
-            run_local(todo, results_dir, min(workers, len(todo)), done)
+            run_local(todo, results_dir, min(workers, len(todo)), done, threads)
     finally:
         bar.close()
     return finish(results_dir, items, options.get("standard"), plots)

@@ -635,6 +635,8 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
               help="What makes an input the same on a re-run: size + mtime, or its content hash.")
 @click.option("--force", is_flag=True, help="Redo items that already have a result.")
 @click.option("--workers", type=int, default=None, help="Parallel workers (default: the machine's cores).")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads per worker (default: cores / workers; on a Ray cluster 1 per task).")
 @click.option("--ray", "use_ray", is_flag=True, help="Run the items as Ray tasks on a local Ray instance.")
 @click.option("--ray-address", default=None, metavar="ADDRESS",
               help="Run on an existing Ray cluster (e.g. HEAD:6379 or auto); inputs and RESULTS_DIR on a shared path.")
@@ -642,7 +644,8 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
               help="Plots embedded in report.html (the first N rows); the rest are linked.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def batch(inputs, results_dir, include, exclude, face_cropped, model_name, standard, fix, fix_method, slip,
-          audio_stream, channel, precision, identity, force, workers, use_ray, ray_address, report_plots, no_progress):
+          audio_stream, channel, precision, identity, force, workers, threads, use_ray, ray_address, report_plots,
+          no_progress):
     """Check many media files and timelines; one result per item, a summary and an HTML report.
 
     INPUTS are media files, folders (searched recursively), timelines (.otio and anything OTIO reads:
@@ -667,8 +670,8 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
 
     if use_ray and ray_address:
         _fail("--ray starts a local Ray; --ray-address joins a cluster: choose one")
-    if workers is not None and workers < 1:
-        _fail("--workers must be at least 1")
+    if (workers is not None and workers < 1) or (threads is not None and threads < 1):
+        _fail("--workers and --threads must be at least 1")
     options = {"face_cropped": face_cropped, "model": model_name, "standard": standard, "fix": fix,
                "fix_method": fix_method, "slip": slip, "audio_stream": audio_stream, "channel": channel,
                "precision": precision}
@@ -677,7 +680,7 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
     try:
         os.makedirs(results_dir, exist_ok=True)
         summary = run_batch(inputs, results_dir, options=options, include=include, exclude=exclude,
-                            identity=identity, force=force, workers=workers, ray=use_ray, ray_address=ray_address,
+                            identity=identity, force=force, workers=workers, threads=threads, ray=use_ray, ray_address=ray_address,
                             plots=report_plots, progress=not no_progress)
     except LipsyncError as exc:
         _fail(str(exc))
