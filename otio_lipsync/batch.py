@@ -25,10 +25,9 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import LipsyncError
+from .media import VIDEO_SUFFIXES
 
 ITEM_SCHEMA = "otio-lipsync/batch-item/1"
-MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".mxf", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv",
-                  ".flv", ".3gp", ".dv"}
 MANIFEST_SUFFIXES = {".csv", ".jsonl"}
 # options a manifest row may set for its item (the rest are batch-wide)
 ITEM_OPTIONS = {"face_cropped", "model", "standard", "audio_stream", "channel", "fix", "fix_method", "slip",
@@ -71,7 +70,7 @@ def _matches(rel: str, patterns) -> bool:
 
 def _kind(path: str, timelines: set[str]) -> str | None:
     suffix = os.path.splitext(path)[1].lower()
-    if suffix in MEDIA_SUFFIXES:
+    if suffix in VIDEO_SUFFIXES:
         return "media"
     if suffix in timelines:
         return "timeline"
@@ -181,19 +180,15 @@ def model_sha(name: str | None) -> str:
     return _model_shas[name]
 
 
-def _file_sha256(path: str) -> str:
-    from .model.weights import sha256_of
-
-    return sha256_of(path)
-
-
 def assign_keys(items: list[Item], identity: str = "stat") -> None:
     """Set each item's identity and key. identity "stat": size + mtime_ns; "sha256": the content hash."""
+    from .model.weights import sha256_of
+
     for item in items:
         try:
             st = os.stat(item.path)
             ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if identity == "stat" else \
-                {"size": st.st_size, "sha256": _file_sha256(item.path)}
+                {"size": st.st_size, "sha256": sha256_of(item.path)}
         except OSError:
             ident = {"missing": True}
         item.identity = ident

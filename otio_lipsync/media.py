@@ -36,6 +36,10 @@ SAMPLE_RATE = 16000
 VIDEO_CHUNK_FRAMES = 25
 AUDIO_CHUNK_SAMPLES = SAMPLE_RATE
 
+# file suffixes taken for video when a folder is searched (score, batch, lipsync-train prepare)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".mxf", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
+                  ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".dv")
+
 
 @dataclass
 class MediaInfo:

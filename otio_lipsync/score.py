@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .media import VIDEO_SUFFIXES
+
 SCHEMA = "otio-lipsync/score/1"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".mxf", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
-                  ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".dv")
 
 
 class TrackSync(Protocol):

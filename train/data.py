@@ -26,11 +26,11 @@ import torch
 from ..errors import LipsyncError
 from ..faces.detectors import make_detector
 from ..footage import FootageOptions, FootageScan
+from ..media import VIDEO_SUFFIXES
 from ..model.compact import mouth_frames
 from ..outputs import atomic_output
 
 SAMPLES_PER_FRAME = 640
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".mxf", ".webm", ".mpg", ".m4v"}
 INDEX = "index.json"
 # ~3.3 kB per frame compressed (mouths + audio): ~50 MB a shard, so each fits the GPU machine's 64 MiB per
 # upload and a dataset travels in parts; still a few large files, not thousands
