@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__, media
 from .drift import sliding_offsets
 from .model.syncnet import CROP_SIZE
-from .sync import SyncEngine, SyncResult, audio_delay_ms
+from .sync import SyncEngine, SyncResult, audio_delay_ms, inside_clip
 
 SCHEMA = "otio-lipsync/analysis/1"
 
@@ -67,7 +67,8 @@ def _finite(x: float) -> float:
 def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | None, model: dict,
                        decode: str, precision: str = "float32") -> Analysis:
     n = result.num_windows
-    drift = sliding_offsets(result.dists, np.arange(n), np.ones(n), result.vshift).to_dict()
+    inside = inside_clip(n, result.vshift) if result.edges == "valid" else None
+    drift = sliding_offsets(result.dists, np.arange(n), np.ones(n), result.vshift, inside=inside).to_dict()
     return Analysis(
         file=path,
         offset_frames=result.offset_frames,

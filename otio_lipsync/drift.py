@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .sync import audio_delay_ms, best_offset
+from .sync import audio_delay_ms, best_offset, mean_curve
 
 FPS = 25.0
 FRAME_MS = 1000.0 / FPS
@@ -51,9 +51,10 @@ class Drift:
 
 
 def sliding_offsets(rows: np.ndarray, starts: np.ndarray, weights: np.ndarray, vshift: int,
-                    options: DriftOptions | None = None) -> Drift:
+                    options: DriftOptions | None = None, inside: np.ndarray | None = None) -> Drift:
     """rows: (N, 2*vshift+1) distances of windows starting at 25-fps frames `starts`, with weights
-    (speaking confidence; windows from several face tracks may share a start)."""
+    (speaking confidence; windows from several face tracks may share a start); inside: which pairs to
+    average (edges "valid", see sync.py), None for all."""
     opts = options or DriftOptions()
     spans: list[dict] = []
     if len(rows):
@@ -63,9 +64,8 @@ def sliding_offsets(rows: np.ndarray, starts: np.ndarray, weights: np.ndarray, v
             chosen = (starts >= a) & (starts < a + span) & (weights > 0)
             if chosen.sum() < 5:
                 continue
-            w = weights[chosen]
-            mean = (rows[chosen] * w[:, None]).sum(0) / w.sum()
-            offset, _, conf, _ = best_offset(torch.from_numpy(mean.astype(np.float32)), vshift)
+            mean = mean_curve(rows[chosen], weights[chosen], None if inside is None else inside[chosen])
+            offset, _, conf, _ = best_offset(torch.from_numpy(mean), vshift)
             spans.append({"start_s": round(a / FPS, 3), "end_s": round(min(a + span, last + 5) / FPS, 3),
                           "offset_frames": offset, "audio_delay_ms": audio_delay_ms(offset),
                           "confidence": round(conf, 4)})

@@ -20,7 +20,7 @@ from .faces.detectors import FaceDetector, make_detector
 from .faces.shots import ShotDetector
 from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
 from .speakers import SpeakerOptions, combine, segments, speaking_mask, window_weights
-from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms
+from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip
 
 FPS = media.ANALYSIS_FPS
 PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeFace's input is 192)
@@ -201,8 +201,9 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
     if not kept:
         raise NoFace(path, f"no face found: no usable face track in {num_frames} frames")
     masks = [speaking_mask(r.framewise_confidence, options.speakers) for _, r in kept]
-    combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, engine.vshift)
-    drift = _drift(kept, masks, combined.basis, engine.vshift)
+    combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, engine.vshift,
+                       engine.edges)
+    drift = _drift(kept, masks, combined.basis, engine.vshift, engine.edges)
     framewise = [None] * max(0, num_frames - 5)
     tracks = []
     for number, ((track, r), mask) in enumerate(zip(kept, masks)):
@@ -236,12 +237,14 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
     )
 
 
-def _drift(kept, masks, basis: str, vshift: int) -> dict:
+def _drift(kept, masks, basis: str, vshift: int, edges: str) -> dict:
     """Offsets over time from the same windows the file's offset used (speaking ones, if any)."""
-    rows, starts, weights = [], [], []
+    rows, starts, weights, inside = [], [], [], []
     for (track, r), mask in zip(kept, masks):
         use = mask if basis == "speaking" else np.ones_like(mask, bool)
         rows.append(r.dists)
         starts.append(track.first + np.arange(r.num_windows))
         weights.append(np.where(use, window_weights(r.framewise_confidence), 0.0))
-    return sliding_offsets(np.concatenate(rows), np.concatenate(starts), np.concatenate(weights), vshift).to_dict()
+        inside.append(inside_clip(r.num_windows, vshift))
+    return sliding_offsets(np.concatenate(rows), np.concatenate(starts), np.concatenate(weights), vshift,
+                           inside=np.concatenate(inside) if edges == "valid" else None).to_dict()

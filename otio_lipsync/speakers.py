@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from .sync import best_offset
+from .sync import best_offset, inside_clip, mean_curve
 
 
 @dataclass
@@ -78,19 +78,21 @@ def window_weights(framewise_conf: np.ndarray) -> np.ndarray:
 
 
 def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: list[np.ndarray],
-            vshift: int) -> Combined | None:
-    """Confidence-weighted mean distance curve over the speaking windows of every track."""
+            vshift: int, edges: str = "zero") -> Combined | None:
+    """Confidence-weighted mean distance curve over the speaking windows of every track (with edges
+    "valid", over the pairs whose audio lies inside each track: see sync.py)."""
     def curve(select):
-        rows, weights = [], []
+        rows, weights, inside = [], [], []
         for dists, conf, mask in zip(track_dists, track_conf, masks):
             chosen = select(mask)
             if chosen.any():
                 rows.append(dists[chosen])
                 weights.append(window_weights(conf[chosen]))
+                inside.append(inside_clip(len(dists), vshift)[chosen])
         if not rows:
             return None
         rows, weights = np.concatenate(rows), np.concatenate(weights)
-        return (rows * weights[:, None]).sum(0) / weights.sum(), len(rows)
+        return mean_curve(rows, weights, np.concatenate(inside) if edges == "valid" else None), len(rows)
 
     basis = "speaking"
     found = curve(lambda m: m)

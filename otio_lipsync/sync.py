@@ -6,6 +6,11 @@ The arithmetic is syncnet_python's `evaluate`, made streaming and fast:
 - dists[i, k] = ||v_i - a_(i+k-vshift) + 1e-6||, audio outside the clip counts as a zero vector;
 - offset = vshift - argmin(mean_i dists), confidence = median - min of the mean distances,
   framewise confidence = median(mean) - dists[:, k*], median-filtered over 9 windows.
+`edges="valid"` (the default for trained compact models) differs in one place: the mean over windows
+leaves out the pairs whose audio lies outside the clip. Those compare a face with a zero vector, and on a
+short clip (a 3.7 s one has 15 of 87 windows padded at +-15 frames) a model whose embeddings are small
+finds its minimum there, at the edge of the search, whatever the clip's real offset. `"zero"` is the
+reference's arithmetic, kept for syncnet_v2 so that its numbers stay equal to syncnet_python's.
 Embeddings are computed in batches as frames and audio arrive and dropped once every distance that
 needs them is known, so memory stays flat however long the input is; only the distances are kept.
 """
@@ -33,6 +38,7 @@ DEFAULT_VSHIFT = 15
 DEFAULT_BATCH = 16  # as fast as 32 on CPU, half the activation memory
 MEDFILT_KERNEL = 9
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+EDGES = ("zero", "valid")
 
 
 def audio_delay_ms(offset_frames: int, fps: float = 25.0) -> float:
@@ -52,6 +58,7 @@ class SyncResult:
     num_frames: int
     num_samples: int
     vshift: int
+    edges: str = "zero"  # how the mean over windows treats audio outside the clip (see the module doc)
     lip_embeddings_first: np.ndarray = field(repr=False, default=None)  # first windows, for checks
     audio_embeddings_first: np.ndarray = field(repr=False, default=None)
 
@@ -72,10 +79,34 @@ def best_offset(mean_dists: torch.Tensor, vshift: int) -> tuple[int, float, floa
     return vshift - int(minidx), float(minval), float(median - minval), median
 
 
-def offset_from_dists(dists: np.ndarray, vshift: int) -> tuple[int, float, float, np.ndarray, np.ndarray, np.ndarray]:
-    """(offset, minval, conf, mean_dists, fconf, fconf_filtered) exactly as the reference reduces them."""
+def inside_clip(num_windows: int, vshift: int) -> np.ndarray:
+    """bool (num_windows, 2*vshift+1): True where window i's audio partner i+k-vshift lies inside the clip."""
+    idx = np.arange(num_windows)[:, None] + np.arange(-vshift, vshift + 1)[None, :]
+    return (idx >= 0) & (idx < num_windows)
+
+
+def mean_curve(rows: np.ndarray, weights: np.ndarray | None = None, inside: np.ndarray | None = None) -> np.ndarray:
+    """The (weighted) mean of distance rows per shift; with `inside`, only over the pairs inside the clip
+    (a shift that no row sees inside, on a clip shorter than the search, keeps the plain mean)."""
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = np.broadcast_to(w[:, None], rows.shape)
+    plain = (rows * w).sum(0) / np.maximum(w.sum(0), 1e-12)
+    if inside is None:
+        return plain.astype(np.float32)
+    w = w * inside
+    total = w.sum(0)
+    masked = (rows * w).sum(0) / np.maximum(total, 1e-12)
+    return np.where(total > 0, masked, plain).astype(np.float32)
+
+
+def offset_from_dists(dists: np.ndarray, vshift: int, edges: str = "zero") -> tuple[int, float, float, np.ndarray, np.ndarray, np.ndarray]:
+    """(offset, minval, conf, mean_dists, fconf, fconf_filtered): with edges "zero" exactly as the
+    reference reduces them; with "valid" the mean leaves out pairs whose audio is outside the clip."""
     d = torch.from_numpy(np.ascontiguousarray(dists, dtype=np.float32))
-    mean = torch.mean(d, 0)
+    if edges == "valid":
+        mean = torch.from_numpy(mean_curve(dists, inside=inside_clip(len(dists), vshift)))
+    else:
+        mean = torch.mean(d, 0)
     offset, minval, conf, median = best_offset(mean, vshift)
     fconf = median.numpy() - d[:, vshift - offset].numpy()
     fconf_filtered = scipy.signal.medfilt(fconf, kernel_size=MEDFILT_KERNEL).astype(np.float32)
@@ -86,11 +117,16 @@ class SyncEngine:
     """One loaded network, reusable across files. `stream()` starts the analysis of one input."""
 
     def __init__(self, model: LoadedModel | SyncNet, vshift: int = DEFAULT_VSHIFT,
-                 batch_size: int = DEFAULT_BATCH, device: str = "cpu", precision: str = "float32"):
+                 batch_size: int = DEFAULT_BATCH, device: str = "cpu", precision: str = "float32",
+                 edges: str | None = None):
         """precision "float32" keeps parity with syncnet_python; "bfloat16" runs the lip tower (the
-        cost) in bf16, ~1.7x faster on CPUs with native bf16 (AVX512-BF16, AMX), distances within ~1%."""
+        cost) in bf16, ~1.7x faster on CPUs with native bf16 (AVX512-BF16, AMX), distances within ~1%.
+        edges (see the module doc): default "zero" for SyncNet (the reference's numbers), "valid" for
+        compact models, which have no reference to agree with."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if edges is not None and edges not in EDGES:
+            raise ValueError(f"edges must be one of {', '.join(EDGES)}, not {edges!r}")
         net = model.net if isinstance(model, LoadedModel) else model
         self.model = model if isinstance(model, LoadedModel) else None
         self.device = torch.device(device)
@@ -100,11 +136,13 @@ class SyncEngine:
             self.fast.lip_conv1.to(self.lip_dtype)
             self.fast.lip_tower.to(self.lip_dtype)
             self.embedding_dim, self.audio_feature, self.audio_columns = EMBEDDING_DIM, "mfcc13", 20
+            self.edges = edges or "zero"
         else:  # a trained CompactSyncNet: already small; float32 (bf16 gains nothing at this size)
             self.fast = net.to(self.device).eval()
             self.lip_dtype = torch.float32
             self.embedding_dim = net.config["embedding_dim"]
             self.audio_feature, self.audio_columns = net.audio_feature, net.audio_columns
+            self.edges = edges or "valid"
         # window i's audio is centred on frames i..i+4: a longer window reaches `audio_pad` columns back
         self.audio_pad = (self.audio_columns - MFCC_COLUMNS_PER_WINDOW) // 2
         self.precision = precision
@@ -254,11 +292,11 @@ class SyncStream:
             self._add_aud(self.engine.audio_embeddings(self._columns))
         self._emit_rows(final=True, num_windows=num_windows)
         dists = np.concatenate(self._rows)[:num_windows]
-        offset, minval, conf, mean, fconf, fconf_filtered = offset_from_dists(dists, self.vshift)
+        offset, minval, conf, mean, fconf, fconf_filtered = offset_from_dists(dists, self.vshift, self.engine.edges)
         first = lambda parts: torch.cat(parts)[: self.keep_first].cpu().numpy() if parts else None
         return SyncResult(
             dists=dists, mean_dists=mean, offset_frames=offset, min_distance=minval, confidence=conf,
             framewise_confidence=fconf_filtered, framewise_confidence_unfiltered=fconf,
-            num_frames=self.num_frames, num_samples=self.num_samples, vshift=self.vshift,
+            num_frames=self.num_frames, num_samples=self.num_samples, vshift=self.vshift, edges=self.engine.edges,
             lip_embeddings_first=first(self._first_lip), audio_embeddings_first=first(self._first_aud),
         )

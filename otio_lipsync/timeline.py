@@ -30,7 +30,7 @@ RationalTime = otio.opentime.RationalTime
 TimeRange = otio.opentime.TimeRange
 Color = otio.schema.MarkerColor
 KEY = "lipsync"  # metadata namespace on markers and clips
-CACHE_SCHEMA = "otio-lipsync/cache/1"
+CACHE_SCHEMA = "otio-lipsync/cache/2"  # 2: compact models average only pairs inside the clip
 
 # marker colours by verdict; limits from EBU R37 and ITU-R BT.1359-1 (see ffmpeg_filter/qc.py)
 R37, BT1359 = STANDARDS["ebu-r37"], STANDARDS["bt1359"]

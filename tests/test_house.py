@@ -25,8 +25,8 @@ HELD_OUT = {
 SHIFTS_MS = (-200, -120, -40, 0, 40, 120, 200)
 SECONDS = 6  # the first seconds of each clip: enough windows for a clip-level offset, fast enough for CI
 GOAL = 0.9  # issue #7's goal, not met yet (README: House model); the floors below guard what was measured
-ABSOLUTE_FLOOR = 0.55  # measured 2026-12-01: 22/36 of the non-zero shifts
-RELATIVE_FLOOR = 0.85  # measured 2026-12-01: 33/36
+ABSOLUTE_FLOOR = 0.65  # measured 2026-12-02: 24/36 of the non-zero shifts (22/36 before edges="valid")
+RELATIVE_FLOOR = 0.95  # measured 2026-12-02: 36/36 (33/36 before: the 3.7 s MEAD clip ended at the search edge)
 
 
 @pytest.fixture(scope="module")
@@ -88,5 +88,7 @@ def test_applied_shifts_on_unseen_people_are_recovered_within_one_frame(house, s
           f"{absolute / total:.0%}; change from the unshifted clip recovered {relative}/{total} = "
           f"{relative / total:.0%} (goal {GOAL:.0%})")
     print("\n".join(lines))
+    # zero-padded audio must not pull a short clip (MEAD, 3.7 s) to the edge of the +-15 frame search
+    assert all(abs(r["offset_frames"]) < r["vshift"] for r in measured), "\n".join(lines)
     assert absolute / total >= ABSOLUTE_FLOOR, "\n".join(lines)
     assert relative / total >= RELATIVE_FLOOR, "\n".join(lines)

@@ -49,6 +49,22 @@ def test_sampler_false_pairs_are_never_shift_zero_and_cover_two_seconds():
     assert np.all(density > 0) and density[0] == density.max()
 
 
+def test_geometric_augmentation_moves_the_face_not_the_time():
+    """One transform per segment: every frame changes, the 5-frame windows stay aligned with their audio
+    (the batch's pair indices and shifts equal those of the same draw without augmentation)."""
+    track = synthetic_track(120)
+    track.mouths = torch.linspace(0, 255, 80).repeat(124, 48, 1).to(torch.uint8)  # a smooth ramp: resampling shows
+    plain = PairSampler([track], columns=20, seed=3).sample(1, augment=False)  # one segment: same draw
+    moved = PairSampler([track], columns=20, seed=3, augment="geometric").sample(1)
+    assert moved.lips.shape == plain.lips.shape and moved.lips.dtype == torch.uint8
+    assert torch.equal(moved.shift, plain.shift) and torch.equal(moved.lip_index, plain.lip_index)
+    assert not torch.equal(moved.lips, plain.lips)
+    # the windows are still stacks of consecutive frames: window i's frame 1 is window i+1's frame 0
+    assert torch.equal(moved.lips[0, 1], moved.lips[1, 0])
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        PairSampler([track], columns=20, augment="sepia")
+
+
 def test_refinement_drops_windows_clearly_off_sync_and_keeps_silence():
     vshift, n = 15, 60
     rng = np.random.default_rng(0)

@@ -81,9 +81,12 @@ def prepare(sources, dataset, person, groups, detect_every, detector):
 @click.option("--pooled", is_flag=True, help="Average the lip feature map over space (fewer weights; generalises better on few people).")
 @click.option("--dropout", default=0.0, show_default=True, help="Dropout on both heads' inputs while training.")
 @click.option("--weight-decay", default=1e-4, show_default=True)
+@click.option("--augment", type=click.Choice(["basic", "geometric"]), default="geometric", show_default=True,
+              help="Lip augmentation per segment. basic: mirror, +-3 px shift, contrast/brightness (the first house "
+                   "model's); geometric adds zoom 0.85-1.15, rotation +-6 degrees and low-resolution blur.")
 @click.option("--stop-after", type=int, default=None, help="End this invocation at this step (checkpointed); continue later with --resume.")
 def fit(datasets, out, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
-        seed, threads, device, resume, pooled, dropout, weight_decay, stop_after):
+        seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after):
     """Train a CompactSyncNet on a prepared dataset, persons split for validation, on CPU or GPU."""
     from .fit import FitOptions
     from .fit import fit as run_fit
@@ -91,7 +94,8 @@ def fit(datasets, out, objective, steps, segments, lr, margin, val_persons, refi
     options = FitOptions(objective=objective, steps=steps, segments=segments, lr=lr, margin=margin, seed=seed,
                          val_persons=[p for p in val_persons.split(",") if p], refine_at=refine_at,
                          checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads, device=device,
-                         stop_after=stop_after, pooled=pooled, dropout=dropout, weight_decay=weight_decay)
+                         stop_after=stop_after, pooled=pooled, dropout=dropout, weight_decay=weight_decay,
+                         augment=augment)
     try:
         run_fit(list(datasets), out, options, resume=resume, report=lambda m: tqdm.write(m, file=sys.stderr),
                 progress=lambda **kw: tqdm(desc="fit", unit="step", file=sys.stderr, **kw))

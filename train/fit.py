@@ -53,6 +53,7 @@ class FitOptions:
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when there is one); not part of the checkpoint
     pooled: bool = False
     dropout: float = 0.0
+    augment: str = "geometric"  # "basic" (the first house model's) or "geometric" (see pairs.PairSampler._augment)
     stop_after: int | None = None  # end this invocation at this step (resume later); not a run option
 
     @property
@@ -138,7 +139,8 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps,
                                                 pct_start=0.05)
-    sampler = PairSampler(train_tracks, cfg["audio_columns"], seg_len=options.seg_len, seed=options.seed)
+    sampler = PairSampler(train_tracks, cfg["audio_columns"], seg_len=options.seg_len, seed=options.seed,
+                          augment=options.augment)
     step, refined, history, best_score = 0, False, [], -1.0
     if state:
         net.load_state_dict(state["model"])

@@ -22,6 +22,7 @@ from ..model.compact import FRAMES_PER_WINDOW, mouth_windows
 from .data import Track
 
 COLUMNS_PER_FRAME = 4
+AUGMENTATIONS = ("basic", "geometric")
 
 
 @dataclass
@@ -66,7 +67,10 @@ class Batch:
 class PairSampler:
     def __init__(self, tracks: list[FeatureTrack], columns: int, seg_len: int = 32, max_shift: int = 50,
                  hard: int = 8, far: int = 16, min_false_shift: int = 2, seed: int = 0,
-                 weights: np.ndarray | None = None):
+                 weights: np.ndarray | None = None, augment: str = "geometric"):
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r} (known: {', '.join(AUGMENTATIONS)})")
+        self.augment = augment
         if not tracks:
             raise ValueError("no tracks to sample from")
         self.tracks, self.columns = tracks, columns
@@ -99,9 +103,10 @@ class PairSampler:
         for k in picks:
             t = self.tracks[k]
             lip, aud = self._segment(t)
-            windows = mouth_windows(t.mouths[lip[0]:lip[-1] + FRAMES_PER_WINDOW])  # (L, 5, 48, 80)
-            if augment:
-                windows = self._augment(windows)
+            frames = t.mouths[lip[0]:lip[-1] + FRAMES_PER_WINDOW]
+            if augment:  # on the frames, before windowing: each frame is transformed once, not 5 times
+                frames = self._augment(frames)
+            windows = mouth_windows(frames)  # (L, 5, 48, 80)
             cols = torch.from_numpy(aud * COLUMNS_PER_FRAME)[:, None] + torch.arange(self.columns)
             feats = t.features[:, cols].permute(1, 0, 2)  # (A, rows, W)
             if augment:  # a random gain: MFCC c0 / every log-mel row moves by the same constant
@@ -128,12 +133,32 @@ class PairSampler:
                      torch.from_numpy(np.concatenate(ai)), torch.from_numpy(np.concatenate(sh)),
                      torch.from_numpy(np.concatenate(ge)))
 
-    def _augment(self, windows: torch.Tensor) -> torch.Tensor:
-        """Same transform over a whole segment: mirror, +-3 px shift, contrast/brightness."""
-        x = windows
+    def _augment(self, frames: torch.Tensor) -> torch.Tensor:
+        """The same transform over a whole segment of (T, 48, 80) frames. "basic": mirror, +-3 px shift,
+        contrast/brightness. "geometric" adds what differs between face detectors, sources and people:
+        zoom 0.85-1.15, rotation +-6 degrees, a sub-pixel shift, and sometimes a low-resolution blur
+        (small faces upscaled); the lip stream then leans less on one crop geometry it memorised."""
+        x = frames
         if self.rng.random() < 0.5:
             x = x.flip(-1)
-        dy, dx = (int(v) for v in self.rng.integers(-3, 4, size=2))
-        x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
         a, b = float(self.rng.uniform(0.7, 1.3)), float(self.rng.uniform(-25, 25))
-        return (x.float() * a + b).clamp_(0, 255).to(torch.uint8)
+        if self.augment == "basic":
+            dy, dx = (int(v) for v in self.rng.integers(-3, 4, size=2))
+            x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+            return (x.float() * a + b).clamp_(0, 255).to(torch.uint8)
+        h, w = x.shape[-2:]
+        zoom = float(self.rng.uniform(0.85, 1.15))
+        angle = float(np.deg2rad(self.rng.uniform(-6, 6)))
+        ty, tx = (float(v) for v in self.rng.uniform(-3, 3, size=2))
+        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+        # affine_grid works in [-1, 1] coordinates: pixel shifts become 2*px/size; the aspect ratio of
+        # the 48x80 crop enters the rotation terms so that a rotation stays a rotation
+        theta = torch.tensor([[cos, -sin * h / w, 2 * tx / w], [sin * w / h, cos, 2 * ty / h]], dtype=torch.float32)
+        img = x.float()[:, None]
+        grid = torch.nn.functional.affine_grid(theta.expand(len(img), 2, 3), list(img.shape), align_corners=False)
+        img = torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if self.rng.random() < 0.3:
+            f = float(self.rng.uniform(1.5, 3.0))
+            small = torch.nn.functional.interpolate(img, scale_factor=1 / f, mode="area")
+            img = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        return (img[:, 0] * a + b).clamp_(0, 255).round_().to(torch.uint8)
