@@ -4,7 +4,9 @@
 means the sound comes after the picture, so the audio is moved that much earlier (negative: later).
 
 - method "copy": no re-encoding; the audio input is read with a timestamp offset (`-itsoffset`), so
-  only its timestamps change and the container records where it starts (players honour it);
+  only its timestamps change and the container records where it starts (players honour it). Audio moved
+  later is cut at SOURCE's duration (`-t`, whole packets); audio moved earlier ends that much sooner
+  (stream copy cannot pad it), so OUT is then as long as the longer of its video and shifted audio;
 - method "reencode": the audio is re-encoded with `atrim` (earlier) or `adelay` (later), padded
   (`apad`) and trimmed so it keeps the video's duration.
 Everything else (subtitles, data streams, chapters, metadata) is mapped through. The output is
@@ -83,6 +85,10 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
         cmd += ["-itsoffset", f"{-shift_s:.6f}", "-i", source,
                 "-map", "0:v", "-map", f"1:a:{audio_stream}", "-map", "0:s?", "-map", "0:d?",
                 "-c", "copy"]
+        if shift_s < 0 and info.duration_s:
+            # audio moved later runs past SOURCE's end by the shift: cut it there (whole packets, so
+            # within one audio frame); moved earlier, its end cannot be padded without re-encoding
+            cmd += ["-t", f"{info.duration_s:.6f}"]
     else:
         cmd += ["-map", "0:v", "-map", f"0:a:{audio_stream}", "-map", "0:s?", "-map", "0:d?",
                 "-c", "copy", "-filter:a", _audio_filter(shift_s, info.duration_s), "-c:a", audio_codec]

@@ -60,6 +60,18 @@ def test_dry_run_prints_the_command_and_writes_nothing(late_120, tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("delay_ms", [-200, 200])
+def test_copy_keeps_the_duration_when_the_audio_moves_later(tmp_path, delay_ms):
+    """Copy used to leave audio moved later running past the end (OUT longer by the shift); it is cut at
+    IN's duration, within one AAC frame. Moved earlier (video longer than the audio here) nothing changes."""
+    src = reference_input("vr2_sync")
+    out = tmp_path / "moved.mp4"
+    assert fix(src, "-o", out, "--delay-ms", delay_ms, "--method", "copy", "--no-verify").exit_code == 0
+    before, after = media.probe(str(src)), media.probe(str(out))
+    assert abs(after.duration_s - before.duration_s) <= 1024 / before.audio_rate, (before, after)
+    assert video_hashes(str(out)) == video_hashes(str(src))
+
+
 def test_subtitles_and_metadata_are_kept(ffmpeg_exe, tmp_path):
     srt = tmp_path / "subs.srt"
     srt.write_text("1\n00:00:00,500 --> 00:00:02,000\nhello\n")
