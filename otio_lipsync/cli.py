@@ -207,16 +207,19 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
 
 
 def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,
-            ffmpeg=None, quiet=False, channel=None):
-    """One file through the right pipeline -> (Analysis, face tracks or None)."""
+            ffmpeg=None, quiet=False, channel=None, results_out=None):
+    """One file through the right pipeline -> (Analysis, face tracks or None). results_out, if given,
+    receives the SyncResults (the file's one, or one per kept face track), for scores."""
     from tqdm import tqdm
 
     from .analysis import analyse_file
     from .footage import analyse_footage
 
     if face_cropped:
-        analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
-                                   audio_stream=audio_stream, channel=channel)
+        analysis, result = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
+                                        audio_stream=audio_stream, channel=channel)
+        if results_out is not None:
+            results_out.append(result)
         return analysis, None
     with tqdm(desc=os.path.basename(path), unit="frame", file=sys.stderr, leave=False,
               disable=None if not quiet else True) as bar:
@@ -225,7 +228,7 @@ def measure(path, engine, face_cropped, footage_options, detector, audio_stream=
             bar.update(done - bar.n)
 
         return analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                               progress=progress, channel=channel)
+                               progress=progress, channel=channel, results_out=results_out)
 
 
 def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:
@@ -470,13 +473,13 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
         _fail(f"--metric {metric.name} needs --model: a model exported from `lipsync-train fit --objective "
               f"icsyncnet` (the packaged house model gives distances only)")
     engine = load_engine(model_name or metric.default_model, vshift, batch_size, threads)
-    if metric.needs_probability:
-        from .model import NoSyncProbability
+    from .model import NoSyncProbability
+    from .score import check_model
 
-        try:
-            engine.model.sync_probability([[0.0]])
-        except NoSyncProbability as exc:
-            _fail(str(exc))
+    try:
+        check_model(metric, engine.model)
+    except NoSyncProbability as exc:
+        _fail(str(exc))
     footage_options, face_detector = None, None
     if not face_cropped:
         from .faces.detectors import DetectorUnavailable, make_detector
