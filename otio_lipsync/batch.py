@@ -676,7 +676,7 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
     if not items:
         raise BatchError(" ".join(inputs) or "INPUTS", "no media files or timelines found")
     if score_filter and not any(i.kind == "media" and i.options["score"] == "icsyncnet" for i in items):
-        raise BatchError("--filter", "IC-SyncNet's rule needs --score icsyncnet (or manifest rows with score icsyncnet)")
+        raise BatchError("--filter", "IC-SyncNet's rule needs --score icsyncnet (or manifest rows with that score)")
     check_scores(items)
     assign_keys(items, identity)
     os.makedirs(os.path.join(results_dir, "items"), exist_ok=True)
