@@ -648,8 +648,8 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 @click.option("--score", "score_name", type=click.Choice(_score_metric_names()), default=None,
               help="Media items: also compute this `lipsync score` metric from the same measurement (lse: LSE-D "
                    "and LSE-C; icsyncnet: probability at offset and offscreen ratio, needs a --model from "
-                   "`lipsync-train fit --objective icsyncnet`). Comparable with published LSE tables only with "
-                   "--model syncnet_v2 --face-cropped and `lipsync score --reference-decode`, which batch lacks.")
+                   "`lipsync-train fit --objective icsyncnet`). Frames are decoded directly: numbers to put beside "
+                   "published LSE tables need `lipsync score --reference-decode`.")
 @click.option("--filter", "filter_path", metavar="PATH", default=None,
               help="With --score icsyncnet: write the files that pass IC-SyncNet's dataset rule to PATH, one per "
                    "line (as `lipsync score --filter`).")
