@@ -112,8 +112,9 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
         options = {k: v for k, v in row.items() if k != "path"}
         if "score" in options:
             options["score"] = None if options["score"] in (None, "none") else str(options["score"])
-            if options["score"] is not None and not _known_metric(options["score"]):
-                raise BatchError(path, f"row {n}: unknown score {options['score']!r} (known: {', '.join(_metrics())})")
+            if options["score"] is not None and options["score"] not in _metrics():
+                raise BatchError(path, f"row {n}: unknown score {options['score']!r} "
+                                       f"(known: {', '.join(_metrics())})")
         out.append((os.path.join(base, os.path.expanduser(str(row["path"]))), options))
     return out
 
@@ -122,10 +123,6 @@ def _metrics() -> list[str]:
     from .score import METRICS
 
     return list(METRICS)
-
-
-def _known_metric(name: str) -> bool:
-    return name in _metrics()
 
 
 def _csv_value(text: str):
