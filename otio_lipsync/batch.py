@@ -31,11 +31,13 @@ ITEM_SCHEMA = "otio-lipsync/batch-item/1"
 MANIFEST_SUFFIXES = {".csv", ".jsonl"}
 # options a manifest row may set for its item (the rest are batch-wide)
 ITEM_OPTIONS = {"face_cropped", "model", "standard", "audio_stream", "channel", "fix", "fix_method", "slip",
-                "min_confidence", "media_root"}
+                "min_confidence", "media_root", "score"}
 # options that change a result: they go into the identity key
 DEFAULTS = {"face_cropped": False, "model": None, "standard": None, "audio_stream": 0, "channel": None,
             "fix": False, "fix_method": "copy", "slip": False, "min_confidence": 3.0, "media_root": None,
-            "vshift": 15, "precision": "float32"}
+            "vshift": 15, "precision": "float32", "score": None}
+# options added after results existed: left unset they stay out of the key, so those results still resume
+KEYED_WHEN_SET = {"score"}
 
 
 class BatchError(LipsyncError):
@@ -108,8 +110,19 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
             raise BatchError(path, f"row {n}: unknown option(s) {', '.join(sorted(unknown))} "
                                    f"(known: {', '.join(sorted(ITEM_OPTIONS))})")
         options = {k: v for k, v in row.items() if k != "path"}
+        if "score" in options:
+            options["score"] = None if options["score"] in (None, "none") else str(options["score"])
+            if options["score"] is not None and options["score"] not in _metrics():
+                raise BatchError(path, f"row {n}: unknown score {options['score']!r} "
+                                       f"(known: {', '.join(_metrics())})")
         out.append((os.path.join(base, os.path.expanduser(str(row["path"]))), options))
     return out
+
+
+def _metrics() -> list[str]:
+    from .score import METRICS
+
+    return list(METRICS)
 
 
 def _csv_value(text: str):
@@ -133,7 +146,10 @@ def discover(inputs, include=(), exclude=(), options: dict | None = None) -> lis
 
     def add(path: str, overrides: dict | None = None, kind: str | None = None):
         eff = {**base_options, **(overrides or {})}
-        found.append(Item(os.path.abspath(path), kind or _kind(path, timelines) or "media", eff))
+        kind = kind or _kind(path, timelines) or "media"
+        if kind == "timeline":
+            eff["score"] = None  # scores are per media file: --score must not redo timelines
+        found.append(Item(os.path.abspath(path), kind, eff))
 
     for given in inputs:
         if os.path.isdir(given):
@@ -165,19 +181,38 @@ def discover(inputs, include=(), exclude=(), options: dict | None = None) -> lis
 
 # --- identity -------------------------------------------------------------------------------------------
 
-_model_shas: dict = {}
+_models: dict = {}
 
 
-def model_sha(name: str | None) -> str:
-    """sha256 of the model a --model value names (cached); raises BatchError for a bad model."""
-    if name not in _model_shas:
+def _model(name: str | None):
+    """The LoadedModel a --model value names (cached in the driver); raises BatchError for a bad model."""
+    if name not in _models:
         from .model import BadWeights, ModelNotFound, load
 
         try:
-            _model_shas[name] = load(name).describe()["sha256"]
+            _models[name] = load(name)
         except (ModelNotFound, BadWeights) as exc:
             raise BatchError(name or "house", str(exc)) from None
-    return _model_shas[name]
+    return _models[name]
+
+
+def model_sha(name: str | None) -> str:
+    """sha256 of the model a --model value names; raises BatchError for a bad model."""
+    return _model(name).describe()["sha256"]
+
+
+def check_scores(items: list[Item]) -> None:
+    """Refuse, once and before any item runs, a score an item's model cannot give (icsyncnet with a model
+    that gives distances only): one line, not one failure per item."""
+    from .model import NoSyncProbability
+    from .score import check_model, get_metric
+
+    for name, score in sorted({(i.options.get("model"), i.options["score"]) for i in items
+                               if i.kind == "media" and i.options.get("score")}, key=str):
+        try:
+            check_model(get_metric(score), _model(name))
+        except (NoSyncProbability, ValueError) as exc:
+            raise BatchError(f"--score {score}", str(exc)) from None
 
 
 def assign_keys(items: list[Item], identity: str = "stat") -> None:
@@ -192,8 +227,9 @@ def assign_keys(items: list[Item], identity: str = "stat") -> None:
         except OSError:
             ident = {"missing": True}
         item.identity = ident
+        keyed = {k: v for k, v in item.options.items() if v is not None or k not in KEYED_WHEN_SET}
         blob = json.dumps({"path": item.path, "kind": item.kind, "input": ident,
-                           "model": model_sha(item.options.get("model")), "options": item.options},
+                           "model": model_sha(item.options.get("model")), "options": keyed},
                           sort_keys=True, separators=(",", ":"))
         item.key = hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -262,9 +298,15 @@ def _run_media(item: dict, results_dir: str) -> dict:
                 _detector = make_detector(footage_options.detector)
             except DetectorUnavailable as exc:
                 raise LipsyncError(item["path"], str(exc)) from None
+    results: list | None = [] if opts.get("score") else None
     analysis, _ = measure(item["path"], engine, opts["face_cropped"], footage_options, _detector,
-                          opts["audio_stream"], quiet=True, channel=opts["channel"])
+                          opts["audio_stream"], quiet=True, channel=opts["channel"], results_out=results)
     out = {"analysis": analysis.to_dict()}
+    if opts.get("score"):  # from the SyncResults the measurement above computed: no second decode or pass
+        from .score import file_score, get_metric
+
+        s = file_score(item["path"], get_metric(opts["score"]), analysis, results, opts["face_cropped"], engine.model)
+        out["score"] = {"metric": s.metric, "values": s.values, "tracks": s.tracks}
     standard = qc.STANDARDS[opts["standard"]] if opts["standard"] else None
     if standard:
         out["qc"] = qc.verdict(standard, analysis.audio_delay_ms, analysis.drift)
@@ -434,8 +476,51 @@ def classify(result: dict) -> str:
 ORDER = {"failed": 0, "out_of_tolerance": 1, "warning": 2, "measured": 3, "pass": 4}
 
 
-def finish(results_dir: str, items: list[Item], standard: str | None, plots: int = 100) -> dict:
-    """Rebuild results.jsonl, summary.csv and report.html from the per-item files of ITEMS."""
+@dataclass(frozen=True)
+class ScoreFilter:
+    """--filter: where to write the files that pass IC-SyncNet's rule (score.passes_filter), and its bounds."""
+    path: str
+    min_probability: float = 0.9
+    max_offscreen: float = 0.2
+
+
+def score_metrics(results: list[dict]) -> list:
+    """The metrics the items were scored with (asked for, even if every such item failed), in registry order."""
+    from .score import METRICS
+
+    asked = {(r.get("options") or {}).get("score") for r in results if r["kind"] == "media"}
+    return [m for name, m in METRICS.items() if name in asked]
+
+
+def score_summaries(results: list[dict]) -> dict:
+    """metric name -> score.summarise over the items scored with it: the averages `lipsync score` prints."""
+    from .score import FileScore, summarise
+
+    out = {}
+    for metric in score_metrics(results):
+        asked = [r for r in results if r["kind"] == "media" and r["options"].get("score") == metric.name]
+        scores = [FileScore(r["file"], metric.name, r["score"]["values"], r["score"]["tracks"],
+                            r["analysis"]["decode"], r["options"]["face_cropped"]) for r in asked if "score" in r]
+        out[metric.name] = summarise(metric, scores, failed=len(asked) - len(scores))
+    return out
+
+
+def write_filter(results: list[dict], score_filter: ScoreFilter) -> list[str]:
+    """The icsyncnet-scored files that pass, one per line, sorted (as `lipsync score --filter`)."""
+    from .outputs import atomic_output
+    from .score import passes_filter
+
+    kept = sorted({r["file"] for r in results if (r.get("score") or {}).get("metric") == "icsyncnet"
+                   and passes_filter(r["score"]["values"], score_filter.min_probability, score_filter.max_offscreen)})
+    with atomic_output(score_filter.path, ".txt") as tmp, open(tmp, "w") as f:
+        f.writelines(f"{k}\n" for k in kept)
+    return kept
+
+
+def finish(results_dir: str, items: list[Item], standard: str | None, plots: int = 100,
+           score_filter: ScoreFilter | None = None) -> dict:
+    """Rebuild results.jsonl, summary.csv, summary.json and report.html from the per-item files of ITEMS
+    (and the --filter list)."""
     from .outputs import atomic_output
 
     results = []
@@ -449,24 +534,35 @@ def finish(results_dir: str, items: list[Item], standard: str | None, plots: int
     for r in results:
         counts[classify(r)] += 1
     rows = sorted(results, key=lambda r: (ORDER[classify(r)], r["file"], r["key"]))
+    metrics = score_metrics(results)
+    # one column per metric value (the file's value: the mean over its face tracks), only when scored
+    score_keys = [c.key for m in metrics for c in m.columns]
     with atomic_output(os.path.join(results_dir, "summary.csv"), ".csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "kind", "status", "audio_delay_ms", "offset_frames", "confidence", "drift_ms_per_min",
-                    "drift_verdict", "qc_reasons", "error_type", "error", "key", "result"])
+                    "drift_verdict", "qc_reasons", *score_keys, "error_type", "error", "key", "result"])
         for r in rows:
             a = r.get("analysis") or {}
             drift = a.get("drift") or {}
+            values = (r.get("score") or {}).get("values", {})
             w.writerow([r["file"], r["kind"], classify(r), a.get("audio_delay_ms", ""), a.get("offset_frames", ""),
                         a.get("confidence", ""), drift.get("ms_per_minute", "") if drift.get("ms_per_minute")
                         is not None else "", drift.get("verdict", ""), "; ".join((r.get("qc") or {}).get("reasons", [])),
+                        *[repr(values[k]) if values.get(k) is not None else "" for k in score_keys],
                         r.get("error_type", ""), r.get("error", ""), r["key"], f"items/{r['key']}.json"])
     summary = {"items": len(results), **counts,
                "out_of_tolerance_files": [r["file"] for r in rows if classify(r) == "out_of_tolerance"],
                "failures": [{"file": r["file"], "error_type": r["error_type"], "error": r["error"]}
                             for r in rows if classify(r) == "failed"]}
+    if metrics:
+        summary["scores"] = score_summaries(results)
+    if score_filter:
+        kept = write_filter(results, score_filter)
+        summary["filter"] = {"path": score_filter.path, "min_probability": score_filter.min_probability,
+                             "max_offscreen": score_filter.max_offscreen, "kept": len(kept)}
     with atomic_output(os.path.join(results_dir, "summary.json"), ".json") as tmp, open(tmp, "w") as f:
         f.write(_dump(summary))
-    write_report(results_dir, rows, counts, standard, plots)
+    write_report(results_dir, rows, counts, standard, plots, summary.get("scores"))
     return summary
 
 
@@ -487,14 +583,20 @@ def _plot_png(results_dir: str, result: dict, standard: str | None) -> str | Non
     return rel
 
 
-def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str | None, plots: int) -> None:
-    """report.html: counts at the top, one row per item (failures and out-of-tolerance first), the offset /
-    confidence plot of the first `plots` measured rows inline (base64 PNG), later ones linked."""
+def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str | None, plots: int,
+                 scores: dict | None = None) -> None:
+    """report.html: counts (and score averages) at the top, one row per item (failures and out-of-tolerance
+    first) with its score values, the offset / confidence plot of the first `plots` measured rows inline
+    (base64 PNG), later ones linked."""
     import base64
     import html
 
     from . import __version__
     from .outputs import atomic_output
+    from .score import get_metric
+
+    metrics = [get_metric(name) for name in scores or {}]
+    columns = [c for m in metrics for c in m.columns]
 
     esc = html.escape
     colour = {"failed": "#f4c7c3", "out_of_tolerance": "#fce8b2", "warning": "#fce8b2", "measured": "#ffffff",
@@ -515,6 +617,8 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
             drift = a.get("drift") or {}
             note = "; ".join((r.get("qc") or {}).get("reasons", [])) or drift.get("verdict", "")
             cells += [f"{a['audio_delay_ms']:+.0f}", f"{a['confidence']:.2f}", esc(note)]
+        values = (r.get("score") or {}).get("values", {})
+        cells += [f"{values[c.key]:.3f}" if values.get(c.key) is not None else "" for c in columns]
         picture = ""
         rel = _plot_png(results_dir, r, standard)
         if rel and inline < plots:
@@ -527,16 +631,17 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
         body.append(f'<tr style="background:{colour[status]}">' + "".join(f"<td>{c}</td>" for c in cells)
                     + f"<td>{picture}</td></tr>")
     head = " &middot; ".join(f"{esc(k.replace('_', ' '))}: <b>{v}</b>" for k, v in counts.items() if v)
+    averages = "".join(f"<p>{esc(score_line(m, scores[m.name]))}</p>" for m in metrics)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lipsync batch report</title>
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}}</style></head><body>
 <h1>lipsync batch report</h1>
 <p>{sum(counts.values())} item(s): {head}</p>
-<p>standard: {esc(standard or "none")}; otio-lipsync {esc(__version__)}. Audio delay: positive = the sound is
+{averages}<p>standard: {esc(standard or "none")}; otio-lipsync {esc(__version__)}. Audio delay: positive = the sound is
 late. Failures and out-of-tolerance items first.</p>
 <table><tr><th>file</th><th>status</th><th>audio delay (ms)</th><th>confidence</th><th>notes</th>
-<th>offset / confidence over time</th></tr>
+{"".join(f"<th>{esc(c.label)}</th>" for c in columns)}<th>offset / confidence over time</th></tr>
 {chr(10).join(body)}
 </table></body></html>
 """
@@ -544,9 +649,22 @@ late. Failures and out-of-tolerance items first.</p>
         f.write(page)
 
 
+def score_line(metric, summary: dict) -> str:
+    """One metric's averages, as `lipsync score` prints them: over files and, if they differ, over face tracks."""
+    def values(means):
+        return ", ".join(f"{c.label} {'-' if means[c.key] is None else f'{means[c.key]:.3f}'}" for c in metric.columns)
+
+    line = f"{metric.name}: mean over {summary['files']} file(s): {values(summary['mean_over_files'])}"
+    if summary["tracks"] != summary["files"]:
+        line += f"; over {summary['tracks']} face track(s): {values(summary['mean_over_tracks'])}"
+    if summary["failed"]:
+        line += f"; {summary['failed']} not scored (failed)"
+    return line
+
+
 def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=(), identity="stat",
               force=False, workers=None, threads=None, ray=False, ray_address=None, plots=100, progress=True,
-              log=None) -> dict:
+              log=None, score_filter: ScoreFilter | None = None) -> dict:
     """The whole batch -> summary dict (see finish)."""
     from tqdm import tqdm
 
@@ -554,6 +672,9 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
     items = discover(inputs, include, exclude, options)
     if not items:
         raise BatchError(" ".join(inputs) or "INPUTS", "no media files or timelines found")
+    if score_filter and not any(i.kind == "media" and i.options["score"] == "icsyncnet" for i in items):
+        raise BatchError("--filter", "IC-SyncNet's rule needs --score icsyncnet (or manifest rows with that score)")
+    check_scores(items)
     assign_keys(items, identity)
     os.makedirs(os.path.join(results_dir, "items"), exist_ok=True)
     todo = [i.to_dict() for i in items if force or not os.path.exists(item_path(results_dir, i.key))]
@@ -576,4 +697,4 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
             run_local(todo, results_dir, min(workers, len(todo)), done, threads)
     finally:
         bar.close()
-    return finish(results_dir, items, options.get("standard"), plots)
+    return finish(results_dir, items, options.get("standard"), plots, score_filter)

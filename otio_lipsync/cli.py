@@ -207,16 +207,19 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
 
 
 def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,
-            ffmpeg=None, quiet=False, channel=None):
-    """One file through the right pipeline -> (Analysis, face tracks or None)."""
+            ffmpeg=None, quiet=False, channel=None, results_out=None):
+    """One file through the right pipeline -> (Analysis, face tracks or None). results_out, if given,
+    receives the SyncResults (the file's one, or one per kept face track), for scores."""
     from tqdm import tqdm
 
     from .analysis import analyse_file
     from .footage import analyse_footage
 
     if face_cropped:
-        analysis, _ = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
-                                   audio_stream=audio_stream, channel=channel)
+        analysis, result = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
+                                        audio_stream=audio_stream, channel=channel)
+        if results_out is not None:
+            results_out.append(result)
         return analysis, None
     with tqdm(desc=os.path.basename(path), unit="frame", file=sys.stderr, leave=False,
               disable=None if not quiet else True) as bar:
@@ -225,7 +228,7 @@ def measure(path, engine, face_cropped, footage_options, detector, audio_stream=
             bar.update(done - bar.n)
 
         return analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                               progress=progress, channel=channel)
+                               progress=progress, channel=channel, results_out=results_out)
 
 
 def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:
@@ -470,13 +473,13 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
         _fail(f"--metric {metric.name} needs --model: a model exported from `lipsync-train fit --objective "
               f"icsyncnet` (the packaged house model gives distances only)")
     engine = load_engine(model_name or metric.default_model, vshift, batch_size, threads)
-    if metric.needs_probability:
-        from .model import NoSyncProbability
+    from .model import NoSyncProbability
+    from .score import check_model
 
-        try:
-            engine.model.sync_probability([[0.0]])
-        except NoSyncProbability as exc:
-            _fail(str(exc))
+    try:
+        check_model(metric, engine.model)
+    except NoSyncProbability as exc:
+        _fail(str(exc))
     footage_options, face_detector = None, None
     if not face_cropped:
         from .faces.detectors import DetectorUnavailable, make_detector
@@ -642,16 +645,32 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
               help="Run on an existing Ray cluster (e.g. HEAD:6379 or auto); inputs and RESULTS_DIR on a shared path.")
 @click.option("--report-plots", default=100, show_default=True, metavar="N",
               help="Plots embedded in report.html (the first N rows); the rest are linked.")
+@click.option("--score", "score_name", type=click.Choice(_score_metric_names()), default=None,
+              help="Media items: also compute this `lipsync score` metric from the same measurement (lse: LSE-D "
+                   "and LSE-C; icsyncnet: probability at offset and offscreen ratio, needs a --model from "
+                   "`lipsync-train fit --objective icsyncnet`). Frames are decoded directly: numbers to put beside "
+                   "published LSE tables need `lipsync score --reference-decode`.")
+@click.option("--filter", "filter_path", metavar="PATH", default=None,
+              help="With --score icsyncnet: write the files that pass IC-SyncNet's dataset rule to PATH, one per "
+                   "line (as `lipsync score --filter`).")
+@click.option("--min-probability", default=0.9, show_default=True, help="--filter: least probability at offset.")
+@click.option("--max-offscreen", default=0.2, show_default=True, help="--filter: largest offscreen ratio.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def batch(inputs, results_dir, include, exclude, face_cropped, model_name, standard, fix, fix_method, slip,
           audio_stream, channel, precision, identity, force, workers, threads, use_ray, ray_address, report_plots,
-          no_progress):
+          score_name, filter_path, min_probability, max_offscreen, no_progress):
     """Check many media files and timelines; one result per item, a summary and an HTML report.
 
     INPUTS are media files, folders (searched recursively), timelines (.otio and anything OTIO reads:
     annotated copies go to RESULTS_DIR/timelines/) and manifests (.csv with a `path` column, or .jsonl
     objects with "path"; other columns set that item's options: face_cropped, model, standard,
-    audio_stream, channel, fix, fix_method, slip, min_confidence, media_root).
+    audio_stream, channel, fix, fix_method, slip, min_confidence, media_root, score).
+
+    --score lse|icsyncnet adds `lipsync score`'s numbers for every media file, computed from the same
+    measurement (no second pass): per file and per face track in items/<key>.json, one column per value
+    in summary.csv, the means over files in summary.json and report.html. The metric is part of each
+    item's key. A model the metric cannot use (icsyncnet with a distance-only model, such as the house
+    model) is refused in one line before any item runs.
 
     Re-running the same command skips every item whose result exists for the same input (size + mtime, or
     --identity sha256), model and options; a killed batch resumes where it stopped. A bad item (corrupt,
@@ -663,10 +682,13 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
       lipsync batch dailies/ --include '*.mov' --exclude 'proxy/*' -o qc/dailies --workers 4
       lipsync batch edit.otio reels.csv -o qc/edit --face-cropped
       lipsync batch /mnt/archive -o /mnt/qc/archive --ray-address HEAD:6379
+      lipsync batch generated/ -o qc/lse --face-cropped --model syncnet_v2 --score lse
+      lipsync batch footage/ -o qc/ic --score icsyncnet --model ic.model --filter keep.txt
     Exit code 0 when every item was measured (and passed the --standard), 1 when a measured item is out of
     tolerance, 2 when any item failed.
     """
-    from .batch import run_batch
+    from .batch import ScoreFilter, score_line, run_batch
+    from .score import get_metric
 
     if use_ray and ray_address:
         _fail("--ray starts a local Ray; --ray-address joins a cluster: choose one")
@@ -674,14 +696,15 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
         _fail("--workers and --threads must be at least 1")
     options = {"face_cropped": face_cropped, "model": model_name, "standard": standard, "fix": fix,
                "fix_method": fix_method, "slip": slip, "audio_stream": audio_stream, "channel": channel,
-               "precision": precision}
+               "precision": precision, "score": score_name}
+    score_filter = ScoreFilter(filter_path, min_probability, max_offscreen) if filter_path else None
     from .errors import LipsyncError
 
     try:
         os.makedirs(results_dir, exist_ok=True)
         summary = run_batch(inputs, results_dir, options=options, include=include, exclude=exclude,
                             identity=identity, force=force, workers=workers, threads=threads, ray=use_ray, ray_address=ray_address,
-                            plots=report_plots, progress=not no_progress)
+                            plots=report_plots, progress=not no_progress, score_filter=score_filter)
     except LipsyncError as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -689,6 +712,12 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
     click.echo(f"lipsync batch: {summary['items']} item(s): {summary['failed']} failed, "
                f"{summary['out_of_tolerance']} out of tolerance -> {os.path.join(results_dir, 'report.html')}",
                err=True)
+    for name, scores in summary.get("scores", {}).items():
+        click.echo(f"lipsync batch: {score_line(get_metric(name), scores)}", err=True)
+    if score_filter:
+        kept = summary["filter"]["kept"]
+        click.echo(f"lipsync batch: {kept} file(s) pass (probability at offset >= {min_probability}, "
+                   f"offscreen ratio <= {max_offscreen}): {filter_path}", err=True)
     if summary["failed"]:
         sys.exit(EXIT_ERROR)
     if summary["out_of_tolerance"]:

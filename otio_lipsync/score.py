@@ -200,20 +200,36 @@ def score_file(path: str, engine, metric: Metric, face_cropped: bool = True, foo
 
         analysis, result = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
                                         audio_stream=audio_stream, channel=channel)
-        tracks: list[TrackSync] = [result]
-    else:
-        if reference_decode:
-            raise ValueError("reference decode is syncnet_python's face-crop input path: use it with face_cropped")
-        from .footage import analyse_footage
+        return file_score(path, metric, analysis, [result], True, engine.model)
+    if reference_decode:
+        raise ValueError("reference decode is syncnet_python's face-crop input path: use it with face_cropped")
+    from .footage import analyse_footage
 
-        results: list = []
-        analysis, _ = analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                                      progress=progress, channel=channel, results_out=results)
+    results: list = []
+    analysis, _ = analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
+                                  progress=progress, channel=channel, results_out=results)
+    return file_score(path, metric, analysis, results, False, engine.model)
+
+
+def file_score(path: str, metric: Metric, analysis, results: Sequence, face_cropped: bool, model) -> FileScore:
+    """Pure: one file's Analysis and SyncResults (one for a face crop; one per kept face track, in
+    `analysis.tracks` order, for raw footage) -> FileScore. `lipsync score` and `lipsync batch --score` both
+    score through here, from the results their measurement already has."""
+    if face_cropped:
+        tracks: list[TrackSync] = list(results)
+    else:
         tracks = [TrackSummary(t["min_distance"], t["confidence"], t["offset_frames"], t["num_windows"],
                                t["start_s"], t["end_s"], r.dists) for t, r in zip(analysis.tracks, results)]
-    values, entries = score_tracks(metric, tracks, engine.model)
+    values, entries = score_tracks(metric, tracks, model)
     return FileScore(file=path, metric=metric.name, values=values, tracks=entries, decode=analysis.decode,
                      face_cropped=face_cropped, model=analysis.model)
+
+
+def check_model(metric: Metric, model) -> None:
+    """Refuse a model the metric cannot use before any file is decoded: raises NoSyncProbability (one line
+    naming the model) when the metric needs IC-SyncNet probabilities and the model gives distances only."""
+    if metric.needs_probability:
+        model.sync_probability([[0.0]])
 
 
 def expand_inputs(paths: Iterable[str], suffixes: Sequence[str] = VIDEO_SUFFIXES) -> list[str]:

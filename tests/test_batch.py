@@ -3,6 +3,7 @@ killed worker, byte-identical results from the local pool and from Ray."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -242,3 +243,145 @@ def test_ray_worker_killed_is_retried_and_matches_local_pool(tmp_path, local_ray
         assert p.read_bytes() == (on_ray / "items" / p.name).read_bytes(), p.name
     assert (local / "results.jsonl").read_bytes() == (on_ray / "results.jsonl").read_bytes()
     no_temp_files(on_ray)
+
+
+# --- --score: `lipsync score`'s metrics from the batch's own measurement ------------------------------------
+
+def lipsync(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "otio_lipsync", *map(str, args)], check=False, capture_output=True,
+                          text=True, cwd=REPO, env=env)
+
+
+def scored_by_lipsync_score(metric: str, model, clips, *extra) -> dict:
+    """`lipsync score --json -` on CLIPS: the numbers batch --score must give, bit for bit."""
+    proc = lipsync("score", "--metric", metric, "--face-cropped", "--model", model, "--threads", "1", "--json", "-",
+                   *extra, *clips)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def keys_for(clips, options: dict) -> list[str]:
+    from otio_lipsync.batch import assign_keys, discover
+
+    items = discover([str(c) for c in clips], options=options)
+    assign_keys(items)
+    return [i.key for i in items]
+
+
+def test_batch_score_lse_equals_lipsync_score_and_resumes(tmp_path, stand_in_path):
+    clips = grid_clips(3)
+    expected = scored_by_lipsync_score("lse", stand_in_path, clips)
+    by_file = {e["file"]: e for e in expected["files"]}
+    out = tmp_path / "results"
+    args = [*clips, "-o", out, "--face-cropped", "--model", stand_in_path, "--score", "lse", "--workers", "1",
+            "--threads", "1", "--no-progress"]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    results = read_results(out)
+    assert len(results) == 3
+    for r in results:
+        e = by_file[r["file"]]
+        assert r["options"]["score"] == "lse" and r["score"]["metric"] == "lse"
+        assert r["score"]["values"] == {"lse_d": e["lse_d"], "lse_c": e["lse_c"]}  # exactly, not approximately
+        (track,) = r["score"]["tracks"]
+        assert (track["lse_d"], track["lse_c"], track["offset_frames"], track["num_windows"]) == (
+            e["lse_d"], e["lse_c"], e["offset_frames"], e["num_windows"])
+        assert track["offset_frames"] == r["analysis"]["offset_frames"]  # the check's own measurement
+    rows = {row["file"]: row for row in csv.DictReader((out / "summary.csv").open())}
+    for f, e in by_file.items():
+        assert float(rows[f]["lse_d"]) == e["lse_d"] and float(rows[f]["lse_c"]) == e["lse_c"]
+    summary = json.loads((out / "summary.json").read_text())["scores"]["lse"]
+    assert summary["mean_over_files"] == expected["summary"]["mean_over_files"]
+    assert (summary["files"], summary["tracks"], summary["failed"]) == (3, 3, 0)
+    report = (out / "report.html").read_text()
+    mean_d = expected["summary"]["mean_over_files"]["lse_d"]
+    assert "<th>LSE-D</th>" in report and f"LSE-D {mean_d:.3f}" in report
+    assert f"LSE-D {mean_d:.3f}" in proc.stderr  # the means, as `lipsync score` prints them
+
+    # the same command again computes nothing
+    before, runs = (out / "results.jsonl").read_bytes(), (out / "runs.jsonl").read_text()
+    again = cli(*args)
+    assert again.returncode == 0 and "3 of 3 item(s) already have a result" in again.stderr, again.stderr
+    assert (out / "results.jsonl").read_bytes() == before and (out / "runs.jsonl").read_text() == runs
+    # the metric is part of the key: another --score, or none, is another item
+    options = {"face_cropped": True, "model": str(stand_in_path)}
+    keys = {s: keys_for(clips, {**options, "score": s}) for s in (None, "lse", "icsyncnet")}
+    assert sorted(keys["lse"]) == sorted(r["key"] for r in results)
+    assert len({k for ks in keys.values() for k in ks}) == 9
+    # results stored before --score existed (no "score" option at all) keep their keys
+    from otio_lipsync.batch import Item, assign_keys, discover
+
+    legacy = [Item(i.path, i.kind, {k: v for k, v in i.options.items() if k != "score"})
+              for i in discover([str(c) for c in clips], options=options)]
+    assign_keys(legacy)
+    assert [i.key for i in legacy] == keys[None]
+
+
+def test_batch_score_icsyncnet_refused_up_front_with_a_distance_only_model(tmp_path, stand_in_path):
+    clips = grid_clips(2)
+    out = tmp_path / "results"
+    proc = cli(*clips, "-o", out, "--face-cropped", "--score", "icsyncnet", "--no-progress")  # the house model
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()  # one line, not one failure per item
+    assert "--score icsyncnet" in line and "gives distances only" in line and "--objective icsyncnet" in line
+    assert not (out / "items").exists() and not (out / "runs.jsonl").exists()  # before any item ran
+    manifest = tmp_path / "list.csv"  # a per-item score with a per-item model is checked the same way
+    manifest.write_text(f"path,score,model\n{clips[0]},icsyncnet,{stand_in_path}\n{clips[1]},lse,\n")
+    proc = cli(manifest, "-o", out, "--face-cropped", "--no-progress")
+    assert proc.returncode == 2 and "gives distances only" in proc.stderr and "syncnet_v2_seed0" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (out / "items").exists()
+    manifest.write_text(f"path,score\n{clips[0]},lsd\n")
+    proc = cli(manifest, "-o", out, "--no-progress")
+    assert proc.returncode == 2 and f"{manifest}: row 1: unknown score 'lsd'" in proc.stderr
+    proc = cli(*clips, "-o", out, "--score", "lse", "--filter", tmp_path / "keep.txt", "--no-progress")
+    assert proc.returncode == 2 and "--filter" in proc.stderr and "--score icsyncnet" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def icsyncnet_model(tmp_path_factory) -> Path:
+    """A model file with IC-SyncNet probabilities, through the real exporter: untrained (seeded) weights, so its
+    numbers mean nothing, but batch and `lipsync score` must agree on them exactly. (test_train.py trains
+    one, which takes a dataset build and a fit: too slow to repeat here.)"""
+    import torch
+    from otio_lipsync.model.compact import CompactSyncNet
+    from otio_lipsync.train.export import export
+
+    torch.manual_seed(0)
+    net = CompactSyncNet(audio_feature="logmel26", audio_columns=40, normalize=True).eval()
+    with torch.no_grad():
+        net.log_temperature.fill_(2.0)  # probabilities spread around 0.5 rather than all ~0 or ~1
+        net.logit_bias.fill_(-6.0)
+    target = tmp_path_factory.mktemp("ic") / "ic.model"
+    export(net, {"options": {"objective": "icsyncnet"}, "step": 0}, str(target), "ic-test", scale=3.0)
+    return target
+
+
+def test_batch_score_icsyncnet_equals_lipsync_score_and_filters(tmp_path, icsyncnet_model):
+    from otio_lipsync.score import passes_filter
+
+    clips = grid_clips(3)
+    expected = scored_by_lipsync_score("icsyncnet", icsyncnet_model, clips)
+    by_file = {e["file"]: e for e in expected["files"]}
+    probabilities = sorted(e["probability_at_offset"] for e in expected["files"])
+    assert len(set(probabilities)) == 3, probabilities
+    bounds = {"min_probability": probabilities[1], "max_offscreen": 1.0}  # the median: the rule keeps 2 of 3
+    keep = tmp_path / "keep.txt"
+    out = tmp_path / "results"
+    proc = cli(*clips, "-o", out, "--face-cropped", "--model", icsyncnet_model, "--score", "icsyncnet",
+               "--filter", keep, "--min-probability", repr(bounds["min_probability"]), "--max-offscreen", "1",
+               "--workers", "1", "--threads", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    for r in read_results(out):
+        e = by_file[r["file"]]
+        assert r["score"]["values"] == {"probability_at_offset": e["probability_at_offset"],
+                                        "offscreen_ratio": e["offscreen_ratio"]}
+        (track,) = r["score"]["tracks"]  # a face crop is one track: its values are the file's
+        assert {k: track[k] for k in r["score"]["values"]} == r["score"]["values"] and "ic_offset_frames" in track
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scores"]["icsyncnet"]["mean_over_files"] == expected["summary"]["mean_over_files"]
+    header = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert "probability_at_offset" in header and "offscreen_ratio" in header and "lse_d" not in header
+    kept = [f for f in sorted(by_file) if passes_filter(by_file[f], **bounds)]
+    assert len(kept) == 2 and keep.read_text().splitlines() == kept
+    assert summary["filter"]["kept"] == 2 and "2 file(s) pass" in proc.stderr
