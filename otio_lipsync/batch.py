@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import RESULT_REVISION
 from .errors import LipsyncError
 from .media import VIDEO_SUFFIXES
 
@@ -228,7 +229,7 @@ def assign_keys(items: list[Item], identity: str = "stat") -> None:
             ident = {"missing": True}
         item.identity = ident
         keyed = {k: v for k, v in item.options.items() if v is not None or k not in KEYED_WHEN_SET}
-        blob = json.dumps({"path": item.path, "kind": item.kind, "input": ident,
+        blob = json.dumps({"path": item.path, "kind": item.kind, "input": ident, "revision": RESULT_REVISION,
                            "model": model_sha(item.options.get("model")), "options": keyed},
                           sort_keys=True, separators=(",", ":"))
         item.key = hashlib.sha256(blob.encode()).hexdigest()[:24]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import opentimelineio as otio
 
-from . import __version__
+from . import RESULT_REVISION, __version__
 from .analysis import Analysis
 from .errors import LipsyncError
 from .ffmpeg_filter.qc import STANDARDS
@@ -30,7 +30,7 @@ RationalTime = otio.opentime.RationalTime
 TimeRange = otio.opentime.TimeRange
 Color = otio.schema.MarkerColor
 KEY = "lipsync"  # metadata namespace on markers and clips
-CACHE_SCHEMA = "otio-lipsync/cache/2"  # 2: compact models average only pairs inside the clip
+CACHE_SCHEMA = "otio-lipsync/cache/1"
 
 # marker colours by verdict; limits from EBU R37 and ITU-R BT.1359-1 (see ffmpeg_filter/qc.py)
 R37, BT1359 = STANDARDS["ebu-r37"], STANDARDS["bt1359"]
@@ -140,7 +140,8 @@ class AnalysisCache:
 
     def key(self, path: str, start_s: float, duration_s: float, model_sha: str | None, options: dict) -> str:
         st = os.stat(path)
-        ident = {"schema": CACHE_SCHEMA, "tool": __version__, "path": os.path.realpath(path), "size": st.st_size,
+        ident = {"schema": CACHE_SCHEMA, "tool": __version__, "revision": RESULT_REVISION,
+                 "path": os.path.realpath(path), "size": st.st_size,
                  "mtime_ns": st.st_mtime_ns, "start_ms": round(start_s * 1000, 3),
                  "duration_ms": round(duration_s * 1000, 3), "model": model_sha, "options": options}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
