@@ -245,6 +245,7 @@ def _drift(kept, masks, basis: str, vshift: int, edges: str) -> dict:
         rows.append(r.dists)
         starts.append(track.first + np.arange(r.num_windows))
         weights.append(np.where(use, window_weights(r.framewise_confidence), 0.0))
-        inside.append(inside_clip(r.num_windows, vshift))
+        if edges == "valid":
+            inside.append(inside_clip(r.num_windows, vshift))
     return sliding_offsets(np.concatenate(rows), np.concatenate(starts), np.concatenate(weights), vshift,
-                           inside=np.concatenate(inside) if edges == "valid" else None).to_dict()
+                           inside=np.concatenate(inside) if inside else None).to_dict()

@@ -88,11 +88,12 @@ def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: 
             if chosen.any():
                 rows.append(dists[chosen])
                 weights.append(window_weights(conf[chosen]))
-                inside.append(inside_clip(len(dists), vshift)[chosen])
+                if edges == "valid":
+                    inside.append(inside_clip(len(dists), vshift)[chosen])
         if not rows:
             return None
         rows, weights = np.concatenate(rows), np.concatenate(weights)
-        return mean_curve(rows, weights, np.concatenate(inside) if edges == "valid" else None), len(rows)
+        return mean_curve(rows, weights, np.concatenate(inside) if inside else None), len(rows)
 
     basis = "speaking"
     found = curve(lambda m: m)
