@@ -37,7 +37,8 @@ ITEM_OPTIONS = {"face_cropped", "model", "standard", "audio_stream", "channel", 
 DEFAULTS = {"face_cropped": False, "model": None, "standard": None, "audio_stream": 0, "channel": None,
             "fix": False, "fix_method": "copy", "slip": False, "min_confidence": 3.0, "media_root": None,
             "vshift": 15, "precision": "float32", "score": None}
-# options added after results existed: left unset they stay out of the key, so those results still resume
+# options that enter the key only when set: a batch that does not use them keys its items as if they did
+# not exist (so adding such an option never changes keys by itself; RESULT_REVISION is what renews them)
 KEYED_WHEN_SET = {"score"}
 
 
@@ -493,12 +494,12 @@ def score_metrics(results: list[dict]) -> list:
     return [m for name, m in METRICS.items() if name in asked]
 
 
-def score_summaries(results: list[dict]) -> dict:
+def score_summaries(results: list[dict], metrics: list) -> dict:
     """metric name -> score.summarise over the items scored with it: the averages `lipsync score` prints."""
     from .score import FileScore, summarise
 
     out = {}
-    for metric in score_metrics(results):
+    for metric in metrics:
         asked = [r for r in results if r["kind"] == "media" and r["options"].get("score") == metric.name]
         scores = [FileScore(r["file"], metric.name, r["score"]["values"], r["score"]["tracks"],
                             r["analysis"]["decode"], r["options"]["face_cropped"]) for r in asked if "score" in r]
@@ -556,7 +557,7 @@ def finish(results_dir: str, items: list[Item], standard: str | None, plots: int
                "failures": [{"file": r["file"], "error_type": r["error_type"], "error": r["error"]}
                             for r in rows if classify(r) == "failed"]}
     if metrics:
-        summary["scores"] = score_summaries(results)
+        summary["scores"] = score_summaries(results, metrics)
     if score_filter:
         kept = write_filter(results, score_filter)
         summary["filter"] = {"path": score_filter.path, "min_probability": score_filter.min_probability,
@@ -594,7 +595,7 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
 
     from . import __version__
     from .outputs import atomic_output
-    from .score import get_metric
+    from .score import get_metric, summary_line
 
     metrics = [get_metric(name) for name in scores or {}]
     columns = [c for m in metrics for c in m.columns]
@@ -632,7 +633,7 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
         body.append(f'<tr style="background:{colour[status]}">' + "".join(f"<td>{c}</td>" for c in cells)
                     + f"<td>{picture}</td></tr>")
     head = " &middot; ".join(f"{esc(k.replace('_', ' '))}: <b>{v}</b>" for k, v in counts.items() if v)
-    averages = "".join(f"<p>{esc(score_line(m, scores[m.name]))}</p>" for m in metrics)
+    averages = "".join(f"<p>{esc(summary_line(m, scores[m.name]))}</p>" for m in metrics)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lipsync batch report</title>
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}
@@ -648,19 +649,6 @@ late. Failures and out-of-tolerance items first.</p>
 """
     with atomic_output(os.path.join(results_dir, "report.html"), ".html") as tmp, open(tmp, "w") as f:
         f.write(page)
-
-
-def score_line(metric, summary: dict) -> str:
-    """One metric's averages, as `lipsync score` prints them: over files and, if they differ, over face tracks."""
-    def values(means):
-        return ", ".join(f"{c.label} {'-' if means[c.key] is None else f'{means[c.key]:.3f}'}" for c in metric.columns)
-
-    line = f"{metric.name}: mean over {summary['files']} file(s): {values(summary['mean_over_files'])}"
-    if summary["tracks"] != summary["files"]:
-        line += f"; over {summary['tracks']} face track(s): {values(summary['mean_over_tracks'])}"
-    if summary["failed"]:
-        line += f"; {summary['failed']} not scored (failed)"
-    return line
 
 
 def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=(), identity="stat",

@@ -687,8 +687,8 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
     Exit code 0 when every item was measured (and passed the --standard), 1 when a measured item is out of
     tolerance, 2 when any item failed.
     """
-    from .batch import ScoreFilter, score_line, run_batch
-    from .score import get_metric
+    from .batch import ScoreFilter, run_batch
+    from .score import get_metric, summary_line
 
     if use_ray and ray_address:
         _fail("--ray starts a local Ray; --ray-address joins a cluster: choose one")
@@ -713,7 +713,7 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
                f"{summary['out_of_tolerance']} out of tolerance -> {os.path.join(results_dir, 'report.html')}",
                err=True)
     for name, scores in summary.get("scores", {}).items():
-        click.echo(f"lipsync batch: {score_line(get_metric(name), scores)}", err=True)
+        click.echo(f"lipsync batch: {summary_line(get_metric(name), scores)}", err=True)
     if score_filter:
         kept = summary["filter"]["kept"]
         click.echo(f"lipsync batch: {kept} file(s) pass (probability at offset >= {min_probability}, "

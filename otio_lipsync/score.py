@@ -279,6 +279,20 @@ def table(metric: Metric, scores: Sequence[FileScore], summary: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_line(metric: Metric, summary: dict) -> str:
+    """One line of a summarise() result: the means over files and, if they differ, over face tracks
+    (`lipsync batch` prints it and puts it atop report.html; `table` is the long form)."""
+    def values(means):
+        return ", ".join(f"{c.label} {'-' if means[c.key] is None else f'{means[c.key]:.3f}'}" for c in metric.columns)
+
+    line = f"{metric.name}: mean over {summary['files']} file(s): {values(summary['mean_over_files'])}"
+    if summary["tracks"] != summary["files"]:
+        line += f"; over {summary['tracks']} face track(s): {values(summary['mean_over_tracks'])}"
+    if summary["failed"]:
+        line += f"; {summary['failed']} not scored (failed)"
+    return line
+
+
 def csv_rows(metric: Metric, entries: Sequence[dict]) -> tuple[list[str], list[list]]:
     """(header, rows) for --csv: one row per file (track empty) and, for raw footage, one per track;
     a file that could not be scored has its error and empty values."""
