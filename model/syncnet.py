@@ -97,6 +97,14 @@ class SyncNet(nn.Module):
         mid = self.netcnnlip(frames)
         return self.netfclip(mid.flatten(1))
 
+    def forward_lip_sequence(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, 224, 224) runs of consecutive frames -> (B * (T-4), 1024), every 5-frame window of each
+        run, run by run. The same function as `forward_lip` on each window (after the 5-frame first conv
+        every layer has a temporal extent of 1), without copying frames into overlapping windows: how
+        `lipsync-train` trains this architecture."""
+        mid = self.netcnnlip(frames)  # (B, 512, T-4, 1, 1)
+        return self.netfclip(mid[..., 0, 0].transpose(1, 2).reshape(-1, mid.shape[1]))
+
     def forward(self, frames: torch.Tensor, mfcc: torch.Tensor):
         return self.forward_lip(frames), self.forward_aud(mfcc)
 

@@ -42,6 +42,19 @@ def test_fast_layout_computes_the_same_function(stand_in):
     torch.testing.assert_close(aud, ref_aud, rtol=0, atol=0)
 
 
+def test_sequence_forward_equals_the_per_window_forward(stand_in):
+    """SyncNet.forward_lip_sequence (how lipsync-train feeds the original architecture) gives every
+    5-frame window's embedding, run by run, as forward_lip on that window alone."""
+    torch.manual_seed(1)
+    runs = torch.rand(2, 3, 8, 224, 224) * 255  # two runs of 8 frames: 4 windows each
+    with torch.inference_mode():
+        seq = stand_in.net.forward_lip_sequence(runs)
+        windows = torch.cat([runs[b:b + 1, :, i:i + 5] for b in range(2) for i in range(4)])
+        ref = stand_in.net.forward_lip(windows)
+    assert seq.shape == (8, 1024)
+    torch.testing.assert_close(seq, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
 def test_otio_lipsync_model_file_round_trips(tmp_path, stand_in):
     path = tmp_path / "house.pt"
     torch.save({"format": MODEL_FORMAT, "name": "house", "architecture": "syncnet",

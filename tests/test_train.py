@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 from otio_lipsync.model.compact import CompactSyncNet
 from otio_lipsync.train.cli import main as train_cli
+from otio_lipsync.train.data import FaceJpegs
 from otio_lipsync.train.evaluate import refine_mask
 from otio_lipsync.train.objectives import pair_loss
 from otio_lipsync.train.pairs import FeatureTrack, PairSampler
@@ -63,6 +64,45 @@ def test_geometric_augmentation_moves_the_face_not_the_time():
     assert torch.equal(moved.lips[0, 1], moved.lips[1, 0])
     with pytest.raises(ValueError, match="unknown augmentation"):
         PairSampler([track], columns=20, augment="sepia")
+
+
+def _face_crops(n: int) -> np.ndarray:
+    """n synthetic 224x224 BGR 'faces': a smooth ramp, a blue patch, a dark mouth that opens and closes."""
+    crops = np.zeros((n, 224, 224, 3), np.uint8)
+    crops[..., 1] = np.linspace(40, 200, 224, dtype=np.uint8)[None, None, :]
+    crops[:, 30:90, 40:100, 0] = 230  # blue in BGR order: must stay in channel 0
+    for i in range(n):
+        h = 4 + 3 * (i % 6)
+        crops[i, 150 - h:150 + h, 80:144] = 20
+    return crops
+
+
+def test_face_crops_round_trip_through_jpeg():
+    crops = _face_crops(12)
+    jpegs = FaceJpegs.encode(crops)
+    assert len(jpegs) == 12 and len(jpegs.buffer) < 12 * 224 * 224 * 3 / 10  # JPEG, not raw crops
+    back = jpegs.decode(0, 12)
+    assert back.shape == crops.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - crops).mean() < 3  # quality 90
+    assert back[:, 60, 70, 0].min() > 200 and back[:, 60, 70, 2].max() < 40  # BGR kept, not swapped
+    joined = FaceJpegs.concat([jpegs.slice(0, 5), jpegs.slice(5, 12)])
+    assert np.array_equal(joined.decode(3, 9), back[3:9])
+
+
+@pytest.mark.parametrize("augment", ["basic", "geometric"])
+def test_face_crop_segments_for_the_original_architecture(augment):
+    """With faces the sampler hands the network runs of consecutive 224x224 crops (windows are cut inside
+    SyncNet.forward_lip_sequence); augmentation changes the pixels, never the pairs."""
+    track = synthetic_track(60)
+    track.faces = FaceJpegs.encode(_face_crops(64))
+    plain = PairSampler([track], columns=20, seed=5, faces=True).sample(1, augment=False)
+    moved = PairSampler([track], columns=20, seed=5, faces=True, augment=augment).sample(1)
+    assert plain.lips.shape == (36, 224, 224, 3) and plain.lip_runs.tolist() == [36]
+    assert plain.num_lip_windows == 32 == int(plain.lip_index.max()) + 1
+    assert torch.equal(moved.shift, plain.shift) and torch.equal(moved.lip_index, plain.lip_index)
+    assert moved.lips.shape == plain.lips.shape and not torch.equal(moved.lips, plain.lips)
+    decoded = track.faces.decode(0, 64)
+    assert any(np.array_equal(plain.lips.numpy(), decoded[s:s + 36]) for s in range(29))  # consecutive frames
 
 
 def test_refinement_drops_windows_clearly_off_sync_and_keeps_silence():
@@ -185,6 +225,65 @@ def test_prepare_fit_eval_export_then_check_with_the_exported_model(tiny_dataset
     assert check.exit_code == 0, check.output
     result = json.loads(check.stdout)[0]
     assert result["model"]["architecture"] == "compact" and result["num_windows"] > 100
+
+
+@pytest.fixture(scope="module")
+def tiny_faces_dataset(tmp_path_factory):
+    names = ["synced_lrs2_demo00001_01.mp4", "synced_lrs2_demo00004_01.mp4"]
+    out = tmp_path_factory.mktemp("faces") / "tiny"
+    result = CliRunner().invoke(train_cli, ["prepare", "--faces", *[str(clip(n)) for n in names], "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_original_architecture_trains_exports_and_checks(tiny_faces_dataset, tmp_path):
+    """--arch syncnet: the same pipeline trains the original network on the face crops; the exported file
+    is a syncnet-architecture model (syncnet_v2's state-dict layout) whose distances are the checkpoint's
+    times the calibrated scale, and `lipsync check --model` runs it."""
+    index = json.loads((tiny_faces_dataset / "index.json").read_text())
+    assert index["faces"] is True
+    with np.load(tiny_faces_dataset / index["shards"][0]["file"]) as z:
+        assert len(z["face_offsets"]) == len(z["mouths"]) + 1
+    run = tmp_path / "orig"
+    fit = CliRunner().invoke(train_cli, ["fit", str(tiny_faces_dataset), "-o", str(run), "--arch", "syncnet",
+                                         "--steps", "2", "--segments", "1", "--checkpoint-every", "2", "--eval-every",
+                                         "2", "--refine-at", "0", "--val-persons", "lrs2_demo00004", "--threads", "1"])
+    assert fit.exit_code == 0, fit.output
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert rows[-1]["step"] == "2" and np.isfinite(float(rows[-1]["loss"])) and rows[-1]["val_acc5"] != ""
+    model = tmp_path / "orig.model"
+    ex = CliRunner().invoke(train_cli, ["export", str(run / "checkpoint.pt"), "-o", str(model)])
+    assert ex.exit_code == 0, ex.output
+    from otio_lipsync.model import SyncNet, load_model
+    from otio_lipsync.train.data import load_tracks
+    from otio_lipsync.train.evaluate import track_dists
+    from otio_lipsync.train.export import load_checkpoint
+    from otio_lipsync.train.pairs import featurize
+
+    loaded = load_model(model)
+    assert loaded.architecture == "syncnet" and isinstance(loaded.net, SyncNet)
+    assert loaded.metadata["training"]["steps"] == 2 and loaded.input_spec["video"]["size"] == 224
+    trained, _ = load_checkpoint(str(run / "checkpoint.pt"))
+    track = featurize([t for t in load_tracks(tiny_faces_dataset) if t.person == "lrs2_demo00004"])[0]
+    track.num_windows = 40  # a few windows are enough to compare
+    scale = loaded.metadata["distance_scale"]
+    np.testing.assert_allclose(track_dists(loaded.net, track, 20), scale * track_dists(trained, track, 20),
+                               rtol=1e-4, equal_nan=True)
+    check = CliRunner().invoke(lipsync, ["check", "--face-cropped", "--model", str(model), "--json", "-",
+                                         str(clip("synced_lrs2_demo00001_01.mp4"))])
+    assert check.exit_code == 0, check.output
+    assert json.loads(check.stdout)[0]["model"]["architecture"] == "syncnet"
+
+
+def test_original_architecture_needs_face_crops(tiny_dataset, tmp_path):
+    dataset, _ = tiny_dataset
+    result = _fit(dataset, tmp_path / "run", 2, "--arch", "syncnet")
+    assert result.exit_code == 2 and "prepare --faces" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    mixed = CliRunner().invoke(train_cli, ["prepare", "--faces", str(clip(TINY_CLIPS[0])), "-o", str(dataset)])
+    assert mixed.exit_code == 2 and "prepared without --faces" in mixed.output
+    bad = _fit(dataset, tmp_path / "run2", 2, "--arch", "syncnet", "--objective", "icsyncnet")
+    assert bad.exit_code == 2 and "original network" in bad.output
 
 
 def test_fit_without_data_is_one_clear_line(tmp_path):

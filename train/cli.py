@@ -37,9 +37,12 @@ def main():
 @click.option("--groups", default="synced", show_default=True, help="Catalog groups to use (comma list; '' = all). Generated and mismatched clips are never training positives.")
 @click.option("--detect-every", default=2, show_default=True, help="Run the face detector on every n-th frame (tracking fills in).")
 @click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "s3fd"]))
-def prepare(sources, dataset, person, groups, detect_every, detector):
+@click.option("--faces", is_flag=True, help="Also store the 224x224 face crops (JPEG, ~10 kB a frame) that the original "
+              "architecture trains on (fit --arch syncnet). The compact model needs only the mouths.")
+def prepare(sources, dataset, person, groups, detect_every, detector, faces):
     """Footage folders, files or .txt lists -> face tracks -> compact shards (grey lower faces + 16 kHz
-    audio), resumable. A file that cannot be used is reported in one line and skipped."""
+    audio, and with --faces the face crops), resumable. A file that cannot be used is reported in one line
+    and skipped."""
     from ..footage import FootageOptions
     from .data import prepare as run_prepare
 
@@ -48,7 +51,8 @@ def prepare(sources, dataset, person, groups, detect_every, detector):
     try:
         index = run_prepare(list(sources), dataset, person=person, groups=group_set, options=options,
                             report=lambda m: tqdm.write(m, file=sys.stderr),
-                            progress=lambda it: tqdm(it, desc="prepare", unit="file", file=sys.stderr))
+                            progress=lambda it: tqdm(it, desc="prepare", unit="file", file=sys.stderr),
+                            faces=faces)
     except LipsyncError as exc:
         _fail(str(exc))
     tracks = sum(len(s["tracks"]) for s in index["shards"])
@@ -61,6 +65,10 @@ def prepare(sources, dataset, person, groups, detect_every, detector):
 @main.command()
 @click.argument("datasets", nargs=-1, required=True)
 @click.option("-o", "--output", "out", required=True, help="Run folder: checkpoint.pt, log.csv, summary.json.")
+@click.option("--arch", type=click.Choice(["compact", "syncnet"]), default="compact", show_default=True,
+              help="compact: the CPU model (grey lower face 48x80; the house model's). syncnet: the original network "
+                   "(224x224 face crops, 13.6 M parameters, state dict as syncnet_v2's; ~25x slower to train; needs "
+                   "a dataset prepared with --faces).")
 @click.option("--objective", type=click.Choice(["multiway", "contrastive", "icsyncnet"]), default="multiway", show_default=True,
               help="multiway: softmax over candidate offsets (Perfect match); contrastive: the paper's margin loss; "
                    "icsyncnet: cosine x learnable temperature, balanced BCE, 0.4 s log-mel audio.")
@@ -85,13 +93,13 @@ def prepare(sources, dataset, person, groups, detect_every, detector):
               help="Lip augmentation per segment. basic: mirror, +-3 px shift, contrast/brightness (the first house "
                    "model's); geometric adds zoom 0.85-1.15, rotation +-6 degrees and low-resolution blur.")
 @click.option("--stop-after", type=int, default=None, help="End this invocation at this step (checkpointed); continue later with --resume.")
-def fit(datasets, out, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
+def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
         seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after):
-    """Train a CompactSyncNet on a prepared dataset, persons split for validation, on CPU or GPU."""
+    """Train a sync network on prepared datasets, persons split for validation, on CPU or GPU."""
     from .fit import FitOptions
     from .fit import fit as run_fit
 
-    options = FitOptions(objective=objective, steps=steps, segments=segments, lr=lr, margin=margin, seed=seed,
+    options = FitOptions(arch=arch, objective=objective, steps=steps, segments=segments, lr=lr, margin=margin, seed=seed,
                          val_persons=[p for p in val_persons.split(",") if p], refine_at=refine_at,
                          checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads, device=device,
                          stop_after=stop_after, pooled=pooled, dropout=dropout, weight_decay=weight_decay,
@@ -108,6 +116,7 @@ def _eval_tracks(model_path: str, datasets, persons: str):
     from ..model import load_model
     from .data import load_tracks
     from .export import load_checkpoint
+    from .nets import arch_of, check_tracks, feature_config
     from .pairs import featurize
 
     state = None
@@ -118,17 +127,18 @@ def _eval_tracks(model_path: str, datasets, persons: str):
     else:
         loaded = load_model(model_path)
         net = loaded.net
-        if loaded.architecture != "compact":
-            raise LipsyncError(model_path, "eval runs on the compact architecture's prepared mouths; "
-                               "measure SyncNet models with `lipsync check` on the clips")
         chosen = {p for p in persons.split(",") if p} or set(loaded.metadata.get("validation", {}).get("persons", []))
     if not chosen:
         raise LipsyncError(model_path, "no validation persons recorded: give --persons")
-    cfg = net.config
+    cfg = feature_config(net)
     tracks = featurize([t for d in datasets for t in load_tracks(d) if t.person in chosen],
                        cfg["audio_feature"], cfg["audio_columns"])
     if not tracks:
         raise LipsyncError(model_path, f"no tracks of {', '.join(sorted(chosen))} in {', '.join(datasets)}")
+    try:
+        check_tracks(arch_of(net), tracks, datasets)
+    except ValueError as exc:
+        raise LipsyncError(model_path, str(exc)) from None
     return net.eval(), cfg, tracks, state
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..model.compact import FRAMES_PER_WINDOW, mouth_windows
+from .nets import eval_batch, track_lip_embeddings
 from .pairs import COLUMNS_PER_FRAME, FeatureTrack
 
 CONTEXTS = (1, 5, 11, 15)
@@ -22,13 +22,14 @@ VSHIFT = 15
 
 
 @torch.inference_mode()
-def embed_track(net, t: FeatureTrack, columns: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_track(net, t: FeatureTrack, columns: int, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     n = t.num_windows
+    batch = batch or eval_batch(net)
     device = next(net.parameters()).device  # tracks stay on the CPU; embeddings come back to it
     lips, auds = [], []
     for s in range(0, n, batch):
         e = min(n, s + batch)
-        lips.append(net.forward_lip_windows(mouth_windows(t.mouths[s:e + FRAMES_PER_WINDOW - 1]).to(device)).cpu())
+        lips.append(track_lip_embeddings(net, t, s, e).cpu())
         cols = (torch.arange(s, e) * COLUMNS_PER_FRAME)[:, None] + torch.arange(columns)
         auds.append(net.forward_aud(t.features[:, cols].permute(1, 0, 2)[:, None].float().to(device)).cpu())
     return torch.cat(lips), torch.cat(auds)

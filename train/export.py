@@ -23,18 +23,19 @@ from ..model.compact import (
     MOUTH_COLS,
     MOUTH_ROWS,
     MOUTH_SIZE,
-    CompactSyncNet,
 )
-from ..model.weights import MODEL_FORMAT
+from ..model.syncnet import SyncNet
+from ..model.weights import MODEL_FORMAT, SYNCNET_INPUT_SPEC
 from ..outputs import atomic_output
 from .evaluate import VSHIFT, track_dists
+from .nets import arch_of, build
 
 TARGET_CONFIDENCE = 8.0
 
 
-def load_checkpoint(path: str) -> tuple[CompactSyncNet, dict]:
+def load_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)
-    net = CompactSyncNet(**state["model_config"])
+    net = build(state["options"].get("arch", "compact"), state["model_config"])
     net.load_state_dict(state["model"])
     net.eval()
     return net, state
@@ -49,7 +50,7 @@ def input_spec(config: dict) -> dict:
     }
 
 
-def calibrate(net: CompactSyncNet, tracks, columns: int) -> float:
+def calibrate(net: torch.nn.Module, tracks, columns: int) -> float:
     """Factor that brings the median synced-track confidence (median - min of the mean distances) to
     TARGET_CONFIDENCE."""
     confs = []
@@ -66,17 +67,30 @@ def weights_digest(state_dict: dict) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-def export(net: CompactSyncNet, checkpoint_state: dict, target: str, name: str, scale: float,
-           validation: dict | None = None, description: str = "") -> dict:
+def scale_distances(net: torch.nn.Module, scale: float) -> None:
+    """Multiply every distance the network gives by `scale`. CompactSyncNet has a buffer for it; SyncNet's
+    state dict must stay syncnet_v2's, so the last layer of both heads is scaled instead (embeddings are
+    linear in it: the same result exactly, up to float rounding)."""
     with torch.no_grad():
-        net.distance_scale.fill_(scale)
+        if isinstance(net, SyncNet):
+            for head in (net.netfclip, net.netfcaud):
+                head[-1].weight.mul_(scale)
+                head[-1].bias.mul_(scale)
+        else:
+            net.distance_scale.fill_(scale)
+
+
+def export(net: torch.nn.Module, checkpoint_state: dict, target: str, name: str, scale: float,
+           validation: dict | None = None, description: str = "") -> dict:
+    scale_distances(net, scale)
     state_dict = {k: v.clone() for k, v in net.state_dict().items()}
+    arch = arch_of(net)
     payload = {
         "format": MODEL_FORMAT,
         "name": name,
-        "architecture": "compact",
-        "config": dict(net.config),
-        "input": input_spec(net.config),
+        "architecture": arch,
+        "config": dict(net.config) if arch == "compact" else {},
+        "input": input_spec(net.config) if arch == "compact" else SYNCNET_INPUT_SPEC,
         "state_dict": state_dict,
         "description": description,
         "objective": checkpoint_state["options"]["objective"],

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.compact import CompactSyncNet
 from ..outputs import atomic_output
 from .data import load_tracks
 from .evaluate import evaluate, refine_mask, track_dists
+from .nets import ARCHITECTURES, SYNCNET_FEATURES, batch_lip_embeddings, build, check_tracks
 from .objectives import OBJECTIVES, pair_loss
 from .pairs import PairSampler, featurize
 
@@ -36,6 +36,7 @@ REFINE_MIN_ACCURACY = 0.6  # judge samples only with a model that mostly gets it
 
 @dataclass
 class FitOptions:
+    arch: str = "compact"  # or "syncnet", the original architecture (needs a dataset prepared with --faces)
     objective: str = "multiway"
     steps: int = 3000
     segments: int = 6  # segments per batch (from different tracks); each ~32 lip windows
@@ -58,6 +59,8 @@ class FitOptions:
 
     @property
     def model_config(self) -> dict:
+        if self.arch == "syncnet":
+            return dict(SYNCNET_FEATURES)
         extra = {"pooled": self.pooled, "dropout": self.dropout}
         if self.objective == "icsyncnet":  # 0.4 s of log mel, unit-length embeddings
             return {"audio_feature": "logmel26", "audio_columns": 40, "normalize": True, **extra}
@@ -114,6 +117,11 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         report(f"resuming {ckpt_path} at step {state['step']} of {options.steps}")
     if options.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {options.objective!r} (known: {', '.join(OBJECTIVES)})")
+    if options.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {options.arch!r} (known: {', '.join(ARCHITECTURES)})")
+    if options.arch == "syncnet" and (options.objective == "icsyncnet" or options.pooled or options.dropout):
+        raise ValueError("--arch syncnet is the original network as published: objectives multiway or contrastive, "
+                         "no --pooled, no --dropout (IC-SyncNet's head and those options belong to --arch compact)")
     if options.threads:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
@@ -122,6 +130,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     cfg = options.model_config
     datasets = [dataset] if isinstance(dataset, (str, os.PathLike)) else list(dataset)
     tracks = featurize([t for d in datasets for t in load_tracks(d)], cfg["audio_feature"], cfg["audio_columns"])
+    check_tracks(options.arch, tracks, datasets)
     persons = sorted({t.person for t in tracks})
     val_set = split_persons(persons, options.val_persons, options.val_fraction, options.seed)
     train_tracks = [t for t in tracks if t.person not in val_set]
@@ -132,7 +141,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
            f"{len(persons) - len(val_set)} persons), {len(val_tracks)} validation tracks "
            f"({len(val_set)} persons: {', '.join(sorted(val_set)) or 'none'})")
 
-    net = CompactSyncNet(**cfg).to(device)
+    net = build(options.arch, cfg).to(device)
     # AMP on GPU: bfloat16 autocast (same exponent range as float32: no loss scaling needed); CPU stays
     # float32, so CPU runs are bit-reproducible
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
@@ -140,7 +149,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps,
                                                 pct_start=0.05)
     sampler = PairSampler(train_tracks, cfg["audio_columns"], seg_len=options.seg_len, seed=options.seed,
-                          augment=options.augment)
+                          augment=options.augment, faces=options.arch == "syncnet")
     step, refined, history, best_score = 0, False, [], -1.0
     if state:
         net.load_state_dict(state["model"])
@@ -208,7 +217,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
             batch = batch.to(device)
         t1 = time.perf_counter()
         with amp:
-            lip = net.forward_lip_windows(batch.lips)
+            lip = batch_lip_embeddings(net, batch.lips, batch.lip_runs)
             aud = net.forward_aud(batch.audio)
             loss = pair_loss(options.objective, net, lip.float(), aud.float(), batch, options.margin)
         opt.zero_grad(set_to_none=True)
@@ -218,7 +227,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
         t2 = time.perf_counter()
         t_data += t1 - t0
         t_all += t2 - t0
-        lip_count += len(batch.lips)
+        lip_count += batch.num_lip_windows
         pair_count += len(batch.shift)
         losses.append(loss.item())
         step += 1

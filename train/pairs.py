@@ -19,7 +19,7 @@ import torch
 
 from ..model.audio import MfccStream
 from ..model.compact import FRAMES_PER_WINDOW, mouth_windows
-from .data import Track
+from .data import FaceJpegs, Track
 
 COLUMNS_PER_FRAME = 4
 AUGMENTATIONS = ("basic", "geometric")
@@ -33,6 +33,7 @@ class FeatureTrack:
     features: torch.Tensor  # float32 (rows, C), (W-20)/2 zero columns at both ends: audio window j = cols [4j, 4j+W)
     num_windows: int
     valid: torch.Tensor  # bool (num_windows,): windows still used as genuine (refinement clears some)
+    faces: FaceJpegs | None = None  # the 224x224 crops (datasets prepared with --faces)
 
 
 def featurize(tracks: list[Track], feature: str = "mfcc13", columns: int = 20) -> list[FeatureTrack]:
@@ -46,31 +47,38 @@ def featurize(tracks: list[Track], feature: str = "mfcc13", columns: int = 20) -
         if n < 2:
             continue
         out.append(FeatureTrack(t.person, t.source, t.mouths, torch.from_numpy(feats), n,
-                                torch.ones(n, dtype=torch.bool)))
+                                torch.ones(n, dtype=torch.bool), t.faces))
     return out
 
 
 @dataclass
 class Batch:
-    lips: torch.Tensor  # uint8 (L, 5, 48, 80)
+    lips: torch.Tensor  # uint8 (L, 5, 48, 80) windows; with faces: (F, 224, 224, 3) frames, see lip_runs
     audio: torch.Tensor  # float32 (A, 1, rows, W)
-    lip_index: torch.Tensor  # (P,) into lips
+    lip_index: torch.Tensor  # (P,) into the L lip windows
     audio_index: torch.Tensor  # (P,) into audio
     shift: torch.Tensor  # (P,) audio window - lip window, in frames
     genuine: torch.Tensor  # bool (P,)
+    lip_runs: torch.Tensor | None = None  # faces: frames per segment (each gives frames - 4 windows)
+
+    @property
+    def num_lip_windows(self) -> int:
+        return len(self.lips) if self.lip_runs is None else int((self.lip_runs - FRAMES_PER_WINDOW + 1).sum())
 
     def to(self, device) -> Batch:
-        return Batch(*(x.to(device, non_blocking=True) for x in
-                       (self.lips, self.audio, self.lip_index, self.audio_index, self.shift, self.genuine)))
+        return Batch(*(None if x is None else x.to(device, non_blocking=True) for x in
+                       (self.lips, self.audio, self.lip_index, self.audio_index, self.shift, self.genuine,
+                        self.lip_runs)))
 
 
 class PairSampler:
     def __init__(self, tracks: list[FeatureTrack], columns: int, seg_len: int = 32, max_shift: int = 50,
                  hard: int = 8, far: int = 16, min_false_shift: int = 2, seed: int = 0,
-                 weights: np.ndarray | None = None, augment: str = "geometric"):
+                 weights: np.ndarray | None = None, augment: str = "geometric", faces: bool = False):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r} (known: {', '.join(AUGMENTATIONS)})")
         self.augment = augment
+        self.faces = faces  # draw the 224x224 crops (the original architecture) instead of the mouths
         if not tracks:
             raise ValueError("no tracks to sample from")
         self.tracks, self.columns = tracks, columns
@@ -97,16 +105,20 @@ class PairSampler:
         return lip, np.concatenate([near, far])
 
     def sample(self, num_segments: int, augment: bool = True) -> Batch:
-        lips, auds, li, ai, sh, ge = [], [], [], [], [], []
+        lips, runs, auds, li, ai, sh, ge = [], [], [], [], [], [], []
         n_lip = n_aud = 0
         picks = self.rng.choice(len(self.tracks), size=num_segments, p=self.p)
         for k in picks:
             t = self.tracks[k]
             lip, aud = self._segment(t)
-            frames = t.mouths[lip[0]:lip[-1] + FRAMES_PER_WINDOW]
+            if self.faces:
+                frames = torch.from_numpy(t.faces.decode(int(lip[0]), int(lip[-1]) + FRAMES_PER_WINDOW))
+            else:
+                frames = t.mouths[lip[0]:lip[-1] + FRAMES_PER_WINDOW]
             if augment:  # on the frames, before windowing: each frame is transformed once, not 5 times
                 frames = self._augment(frames)
-            windows = mouth_windows(frames)  # (L, 5, 48, 80)
+            windows = frames if self.faces else mouth_windows(frames)  # (L, 5, 48, 80); faces: windowed in the net
+            runs.append(len(frames))
             cols = torch.from_numpy(aud * COLUMNS_PER_FRAME)[:, None] + torch.arange(self.columns)
             feats = t.features[:, cols].permute(1, 0, 2)  # (A, rows, W)
             if augment:  # a random gain: MFCC c0 / every log-mel row moves by the same constant
@@ -131,35 +143,40 @@ class PairSampler:
             n_aud += len(aud)
         return Batch(torch.cat(lips), torch.cat(auds)[:, None].float(), torch.from_numpy(np.concatenate(li)),
                      torch.from_numpy(np.concatenate(ai)), torch.from_numpy(np.concatenate(sh)),
-                     torch.from_numpy(np.concatenate(ge)))
+                     torch.from_numpy(np.concatenate(ge)), torch.tensor(runs) if self.faces else None)
 
     def _augment(self, frames: torch.Tensor) -> torch.Tensor:
-        """The same transform over a whole segment of (T, 48, 80) frames. "basic": mirror, +-3 px shift,
+        """The same transform over a whole segment of (T, 48, 80) grey mouths or (T, 224, 224, 3) face crops.
+        "basic": mirror, +-3 px shift (in mouth pixels: x2 on the crops, which have twice the resolution),
         contrast/brightness. "geometric" adds what differs between face detectors, sources and people:
         zoom 0.85-1.15, rotation +-6 degrees, a sub-pixel shift, and sometimes a low-resolution blur
         (small faces upscaled); the lip stream then leans less on one crop geometry it memorised."""
-        x = frames
+        colour = frames.dim() == 4
+        px = 2 if colour else 1
+        x = frames.permute(0, 3, 1, 2) if colour else frames  # (T, [C,] H, W)
         if self.rng.random() < 0.5:
             x = x.flip(-1)
         if self.augment == "basic":  # draws in the first house model's order: its recipe replays exactly
-            dy, dx = (int(v) for v in self.rng.integers(-3, 4, size=2))
+            dy, dx = (int(v) * px for v in self.rng.integers(-3, 4, size=2))
             x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
             a, b = float(self.rng.uniform(0.7, 1.3)), float(self.rng.uniform(-25, 25))
-            return (x.float() * a + b).clamp_(0, 255).to(torch.uint8)
+            x = (x.float() * a + b).clamp_(0, 255).to(torch.uint8)
+            return x.permute(0, 2, 3, 1) if colour else x
         a, b = float(self.rng.uniform(0.7, 1.3)), float(self.rng.uniform(-25, 25))
         h, w = x.shape[-2:]
         zoom = float(self.rng.uniform(0.85, 1.15))
         angle = float(np.deg2rad(self.rng.uniform(-6, 6)))
-        ty, tx = (float(v) for v in self.rng.uniform(-3, 3, size=2))
+        ty, tx = (float(v) * px for v in self.rng.uniform(-3, 3, size=2))
         cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
         # affine_grid works in [-1, 1] coordinates: pixel shifts become 2*px/size; the aspect ratio of
         # the 48x80 crop enters the rotation terms so that a rotation stays a rotation
         theta = torch.tensor([[cos, -sin * h / w, 2 * tx / w], [sin * w / h, cos, 2 * ty / h]], dtype=torch.float32)
-        img = x.float()[:, None]
+        img = x.float() if colour else x.float()[:, None]
         grid = torch.nn.functional.affine_grid(theta.expand(len(img), 2, 3), list(img.shape), align_corners=False)
         img = torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if self.rng.random() < 0.3:
             f = float(self.rng.uniform(1.5, 3.0))
             small = torch.nn.functional.interpolate(img, scale_factor=1 / f, mode="area")
             img = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        return (img[:, 0] * a + b).clamp_(0, 255).round_().to(torch.uint8)
+        out = (img * a + b).clamp_(0, 255).round_().to(torch.uint8)
+        return out.permute(0, 2, 3, 1) if colour else out[:, 0]
