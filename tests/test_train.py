@@ -216,6 +216,15 @@ def test_prepare_fit_eval_export_then_check_with_the_exported_model(tiny_dataset
 
     loaded = load_model(model)
     assert loaded.architecture == "compact" and loaded.metadata["validation"]["persons"] == ["lrs2_demo00004"]
+    # side by side in one table: the exported model only rescales distances, so every accuracy is the same
+    both = CliRunner().invoke(train_cli, ["eval", str(run / "checkpoint.pt"), "--compare", str(model),
+                                          "-o", str(tmp_path / "both")])
+    assert both.exit_code == 0, both.output
+    rows = [line for line in (tmp_path / "both.md").read_text().splitlines() if line.startswith("| run/") or
+            line.startswith("| tiny_house")]
+    assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:], rows
+    compared = json.loads((tmp_path / "both.json").read_text())["compared"]["tiny_house.model"]
+    assert compared["window_accuracy"] == report["window_accuracy"]
     assert loaded.metadata["training"]["steps"] == 6 and loaded.input_spec["audio"]["feature"] == "mfcc13"
     monkeypatch.setenv("OTIO_LIPSYNC_MODEL_DIR", str(model.parent))
     listed = CliRunner().invoke(lipsync, ["models", "--json"])

@@ -147,21 +147,41 @@ def _eval_tracks(model_path: str, datasets, persons: str):
 @click.argument("datasets", nargs=-1)
 @click.option("--persons", default="", help="Comma list of persons to evaluate on (default: the run's validation persons).")
 @click.option("-o", "--output", "out", default=None, help="Write OUT.md and OUT.json (default: beside the checkpoint, eval.md/.json).")
-def eval_cmd(model_path, datasets, persons, out):
+@click.option("--compare", "others", multiple=True, metavar="CHECKPOINT_OR_MODEL",
+              help="Evaluate this one too, on the same persons and datasets: one table, a row per model (repeatable).")
+def eval_cmd(model_path, datasets, persons, out, others):
     """The accuracy table on validation speakers: offset within +-1 frame of the truth with 1, 5, 11, 15
-    windows of context (+-15 frame search), and clip accuracy with applied shifts of +-40/120/200 ms."""
+    windows of context (+-15 frame search), and clip accuracy with applied shifts of +-40/120/200 ms.
+
+    \b
+      lipsync-train eval runs/orig/best.pt --compare runs/house/best.pt --compare house.model
+    """
     import json
     from pathlib import Path
 
     from .evaluate import evaluate, markdown_table
 
+    def label(path: str) -> str:  # checkpoints are all called checkpoint.pt / best.pt: name the run too
+        p = Path(path)
+        return f"{p.parent.name}/{p.name}" if p.suffix == ".pt" else p.name
+
+    rows = {}
     try:
-        net, cfg, tracks, _ = _eval_tracks(model_path, list(datasets), persons)
+        net, cfg, tracks, state = _eval_tracks(model_path, list(datasets), persons)
+        # the compared models see the same persons and datasets as the first one
+        persons = persons or ",".join(sorted({t.person for t in tracks}))
+        datasets = list(datasets) or (state or {}).get("datasets", [])
+        result = evaluate(net, tracks, cfg["audio_columns"])
+        result["model"] = model_path
+        rows[label(model_path)] = result
+        for other in others:
+            o_net, o_cfg, o_tracks, _ = _eval_tracks(other, datasets, persons)
+            rows[label(other)] = {**evaluate(o_net, o_tracks, o_cfg["audio_columns"]), "model": other}
     except LipsyncError as exc:
         _fail(str(exc))
-    result = evaluate(net, tracks, cfg["audio_columns"])
-    result["model"] = model_path
-    table = markdown_table({Path(model_path).name: result})
+    if others:
+        result["compared"] = {k: v for k, v in rows.items() if v is not result}
+    table = markdown_table(rows)
     base = Path(out) if out else Path(model_path).with_name("eval")
     base.with_suffix(".json").write_text(json.dumps(result, indent=1))
     base.with_suffix(".md").write_text(table + "\n")
