@@ -111,8 +111,9 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
         _fail(str(exc))
 
 
-def _eval_tracks(model_path: str, datasets, persons: str):
-    """(net, config, tracks to evaluate, checkpoint state or None) for a checkpoint or an exported model."""
+def _eval_tracks(model_path: str, datasets, persons: str, loaded_datasets: dict | None = None):
+    """(net, config, tracks to evaluate, checkpoint state or None) for a checkpoint or an exported model.
+    `loaded_datasets` (dataset -> its tracks) keeps datasets read once when several models are evaluated."""
     from ..model import load_model
     from .data import load_tracks
     from .export import load_checkpoint
@@ -131,7 +132,11 @@ def _eval_tracks(model_path: str, datasets, persons: str):
     if not chosen:
         raise LipsyncError(model_path, "no validation persons recorded: give --persons")
     cfg = feature_config(net)
-    tracks = featurize([t for d in datasets for t in load_tracks(d) if t.person in chosen],
+    loaded_datasets = {} if loaded_datasets is None else loaded_datasets
+    for d in datasets:
+        if d not in loaded_datasets:
+            loaded_datasets[d] = load_tracks(d)
+    tracks = featurize([t for d in datasets for t in loaded_datasets[d] if t.person in chosen],
                        cfg["audio_feature"], cfg["audio_columns"])
     if not tracks:
         raise LipsyncError(model_path, f"no tracks of {', '.join(sorted(chosen))} in {', '.join(datasets)}")
@@ -165,9 +170,9 @@ def eval_cmd(model_path, datasets, persons, out, others):
         p = Path(path)
         return f"{p.parent.name}/{p.name}" if p.suffix == ".pt" else p.name
 
-    rows = {}
+    rows, datasets_read = {}, {}
     try:
-        net, cfg, tracks, state = _eval_tracks(model_path, list(datasets), persons)
+        net, cfg, tracks, state = _eval_tracks(model_path, list(datasets), persons, datasets_read)
         # the compared models see the same persons and datasets as the first one
         persons = persons or ",".join(sorted({t.person for t in tracks}))
         datasets = list(datasets) or (state or {}).get("datasets", [])
@@ -175,7 +180,7 @@ def eval_cmd(model_path, datasets, persons, out, others):
         result["model"] = model_path
         rows[label(model_path)] = result
         for other in others:
-            o_net, o_cfg, o_tracks, _ = _eval_tracks(other, datasets, persons)
+            o_net, o_cfg, o_tracks, _ = _eval_tracks(other, datasets, persons, datasets_read)
             rows[label(other)] = {**evaluate(o_net, o_tracks, o_cfg["audio_columns"]), "model": other}
     except LipsyncError as exc:
         _fail(str(exc))

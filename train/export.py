@@ -24,7 +24,6 @@ from ..model.compact import (
     MOUTH_ROWS,
     MOUTH_SIZE,
 )
-from ..model.syncnet import SyncNet
 from ..model.weights import MODEL_FORMAT, SYNCNET_INPUT_SPEC
 from ..outputs import atomic_output
 from .evaluate import VSHIFT, track_dists
@@ -72,7 +71,7 @@ def scale_distances(net: torch.nn.Module, scale: float) -> None:
     state dict must stay syncnet_v2's, so the last layer of both heads is scaled instead (embeddings are
     linear in it: the same result exactly, up to float rounding)."""
     with torch.no_grad():
-        if isinstance(net, SyncNet):
+        if arch_of(net) == "syncnet":
             for head in (net.netfclip, net.netfcaud):
                 head[-1].weight.mul_(scale)
                 head[-1].bias.mul_(scale)
