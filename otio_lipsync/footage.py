@@ -7,6 +7,7 @@ sync stream keeps only distances, and audio is dropped once no open track needs 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -90,12 +91,15 @@ class FootageScan:
         self.audio_stream = audio_stream
         self.progress = progress
         self.info: media.MediaInfo | None = None
-        self.num_frames = 0
+        self.num_frames = 0  # frames decoded
+        self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
 
     def __iter__(self):
         out: dict = {}
         every = self.options.detect_every
         previews = None
+        # frames decoded but not yet tracked: a frame's shot decision needs a few frames after it
+        waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
         for kind, data in media.decode(self.path, audio_stream=self.audio_stream, info_out=out,
                                        preview=PREVIEW_PX, channel=self.channel, start_s=self.start_s,
                                        duration_s=self.duration_s):
@@ -107,22 +111,33 @@ class FootageScan:
                 previews = data
                 continue
             for frame, small in zip(data, previews):
-                new_shot = self.shots.push(self.num_frames, small)
+                index = self.num_frames
                 detections = None
-                if self.num_frames % every == 0:
+                if index % every == 0:
                     detections = self.detector.detect(small)
                     scale = np.array([frame.shape[1] / small.shape[1], frame.shape[0] / small.shape[0]])
                     for d in detections:  # preview pixels -> source pixels
                         d.box = d.box * np.tile(scale, 2)
                         d.keypoints = d.keypoints * scale
-                events = self.tracker.push(self.num_frames, frame, detections, new_shot)
+                waiting.append((index, frame, detections))
                 self.num_frames += 1
+                events = self._track(waiting, self.shots.push(index, small))
                 if events:
                     yield "crops", events
             if self.progress:
                 duration = self.duration_s or (self.info.duration_s if self.info else None)
                 self.progress(self.num_frames, int(round(duration * FPS)) if duration else self.num_frames)
-        yield "crops", self.tracker.finish()
+        yield "crops", self._track(waiting, self.shots.finish()) + self.tracker.finish()
+
+    def _track(self, waiting, decided: list[tuple[int, bool]]) -> list[CropEvent]:
+        """Hand the frames whose shot decision is final to the tracker, in order."""
+        events: list[CropEvent] = []
+        for index, new_shot in decided:
+            frame_index, frame, detections = waiting.popleft()
+            assert frame_index == index
+            events.extend(self.tracker.push(index, frame, detections, new_shot))
+            self.tracked_frames = index + 1
+        return events
 
     def kept_tracks(self) -> list[Track]:
         shot_len = {i: b - a for i, (a, b) in enumerate(self.shots.shots(self.num_frames))}
@@ -179,7 +194,7 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
         for ts in syncs.values():
             feed_audio(ts, (ts.last_frame + 1) * SAMPLES_PER_FRAME)
         keep_from = min([ts.audio_fed for ts in [*syncs.values(), *ended]] +
-                        [max(0, scan.num_frames - lookahead - 1) * SAMPLES_PER_FRAME])
+                        [max(0, scan.tracked_frames - lookahead - 1) * SAMPLES_PER_FRAME])
         audio.trim(keep_from)
 
     for kind, data in scan:

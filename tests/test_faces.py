@@ -103,6 +103,25 @@ def test_a_cut_ends_every_track(detector, ffmpeg_exe, tmp_path):
     assert any(t.last >= 70 and t.last < 75 for t in tracks)
 
 
+def test_shot_detector_cuts_on_a_peak_not_on_sustained_motion():
+    """A cut is one sharp change among calm frames (AdaptiveDetector's rule); a frame-filling face
+    turning fast changes every frame by as much as a cut and must not end its track (the
+    synced_vox2ss_id00100_02 clip did: its track was split at a head turn)."""
+    from otio_lipsync.faces.shots import ShotDetector
+
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(0, 255, (90, 160, 3), dtype=np.uint8) for _ in range(2))
+    static = ShotDetector()
+    decided = [d for i in range(40) for d in static.push(i, a if i < 20 else b)] + static.finish()
+    assert [i for i, cut in decided] == list(range(40)) and static.cuts == [20]
+    assert [i for i, cut in decided if cut] == [20]
+    moving = ShotDetector()
+    for i in range(40):  # every frame as different from the last as a cut is
+        moving.push(i, rng.integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    moving.finish()
+    assert min(moving.scores) >= moving.threshold and moving.cuts == []
+
+
 def test_crop_geometry_is_the_reference_one():
     """Pad with grey 110, crop [cy-s, cy+s(1+2cs)) x [cx-s(1+cs), cx+s(1+cs)), resize to 224."""
     rng = np.random.default_rng(0)
