@@ -31,24 +31,32 @@ STANDARDS = {s.key: s for s in [
 ]}
 
 
-def verdict(standard: Standard, audio_delay_ms: float, drift: dict | None = None) -> dict:
-    """Pass when the file's offset and every confident drift span lie within the limits."""
+def verdict(standard: Standard, audio_delay_ms: float, drift: dict | None = None,
+            sync_verdict: str | None = None) -> dict:
+    """Pass when the file's offset and every confident drift span lie within the limits. `failure` names
+    the class of a fail: `offset`, `drift`, or `no_sync` (sync_verdict: the Analysis' verdict; the audio
+    does not match the faces, so there is no offset to hold against the limits)."""
     def within(ms: float) -> bool:
         return -standard.lead_ms <= ms <= standard.lag_ms
 
-    reasons = []
-    if not within(audio_delay_ms):
+    reasons, failure = [], None
+    if sync_verdict == "no_sync":
+        reasons.append("no sync found: the audio does not match the faces")
+        failure = "no_sync"
+    elif not within(audio_delay_ms):
         side = "lags" if audio_delay_ms > 0 else "leads"
         limit = standard.lag_ms if audio_delay_ms > 0 else standard.lead_ms
         reasons.append(f"audio {side} by {abs(audio_delay_ms):.0f} ms (limit {limit:.0f} ms)")
-    if drift and drift.get("verdict") == "drifting":
+        failure = "offset"
+    if failure != "no_sync" and drift and drift.get("verdict") == "drifting":
         bad = [s for s in drift["spans"] if not within(s["audio_delay_ms"])]
         if bad:
             reasons.append(f"drifts out of tolerance ({drift['ms_per_minute']:+.1f} ms/min; "
                            f"{len(bad)} span(s) outside, first at {bad[0]['start_s']:.0f} s)")
+            failure = failure or "drift"
     return {"standard": standard.key, "name": standard.name, "source": standard.source,
             "limits_ms": {"lead": standard.lead_ms, "lag": standard.lag_ms},
-            "audio_delay_ms": audio_delay_ms, "pass": not reasons, "reasons": reasons}
+            "audio_delay_ms": audio_delay_ms, "pass": not reasons, "failure": failure, "reasons": reasons}
 
 
 def describe(result: dict) -> str:

@@ -13,7 +13,9 @@ import numpy as np
 from . import __version__, media
 from .drift import sliding_offsets
 from .model.syncnet import CROP_SIZE
+from .speakers import track_evidence
 from .sync import SyncEngine, SyncResult, audio_delay_ms, inside_clip
+from .verdict import Calibration, calibration_for, judge
 
 SCHEMA = "otio-lipsync/analysis/1"
 
@@ -33,6 +35,9 @@ class Analysis:
     vshift: int
     decode: str  # "direct" (frames decoded straight to BGR) or "reference" (syncnet_python's JPEG path)
     precision: str
+    verdict: str | None = None  # in_sync | offset | no_sync (verdict.py); no_face is an error entry
+    sync_probability: float | None = None  # P(offset within one frame of the truth); None: model not calibrated
+    evidence: dict | None = None  # what the verdict rests on (verdict.FEATURES)
     media: dict = field(default_factory=dict)
     shots: list[dict] | None = None  # raw footage only: [{start_s, end_s}]
     tracks: list[dict] | None = None  # raw footage only: one entry per face track
@@ -51,9 +56,16 @@ class Analysis:
         return f"audio {abs(self.audio_delay_ms):.0f} ms {'late' if self.audio_delay_ms > 0 else 'early'}"
 
     def summary(self) -> str:
-        """One human line, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`."""
+        """One human line, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41, p=0.93`,
+        or `a.mp4: no sync found: the audio does not match the faces (p=0.03)`."""
+        if self.verdict == "no_sync":
+            return (f"{self.file}: no sync found: the audio does not match the "
+                    f"{'faces' if self.tracks is not None else 'picture'} (p={self.sync_probability:.2f}; "
+                    f"best guess {self.audio_delay_ms:+.0f} ms, not to be acted on)")
         frames = f"{self.offset_frames:+d} frames" if self.offset_frames else "0 frames"
         line = f"{self.file}: {self.offset_words()} ({frames} at 25 fps), confidence {self.confidence:.2f}"
+        if self.sync_probability is not None:
+            line += f", p={self.sync_probability:.2f}"
         if self.tracks is not None:
             speaking = sum(1 for t in self.tracks if t["speaking"])
             line += f", {len(self.tracks)} face track(s), {speaking} speaking"
@@ -65,10 +77,13 @@ def _finite(x: float) -> float:
 
 
 def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | None, model: dict,
-                       decode: str, precision: str = "float32") -> Analysis:
+                       decode: str, precision: str = "float32", calibration: Calibration | None = None) -> Analysis:
     n = result.num_windows
+    ev = track_evidence(result.dists, result.framewise_confidence, result.vshift, result.edges)
+    verdict, probability = judge(result.offset_frames, ev.evidence if ev else None, calibration)
     inside = inside_clip(n, result.vshift) if result.edges == "valid" else None
-    drift = sliding_offsets(result.dists, np.arange(n), np.ones(n), result.vshift, inside=inside).to_dict()
+    drift = sliding_offsets(result.dists, np.arange(n), np.ones(n), result.vshift, inside=inside,
+                            calibration=calibration).to_dict()
     return Analysis(
         file=path,
         offset_frames=result.offset_frames,
@@ -83,6 +98,9 @@ def analysis_from_sync(path: str, result: SyncResult, info: media.MediaInfo | No
         vshift=result.vshift,
         decode=decode,
         precision=precision,
+        verdict=verdict,
+        sync_probability=probability,
+        evidence=ev.evidence if ev else None,
         drift=drift,
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
     )
@@ -105,5 +123,6 @@ def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
                               channel=channel, start_s=start_s, duration_s=duration_s)
     result = engine.analyse(chunks, source=path)
     decode = "reference" if reference_decode else "direct"
-    return analysis_from_sync(path, result, out.get("info"), model, decode, engine.precision), result
+    return analysis_from_sync(path, result, out.get("info"), model, decode, engine.precision,
+                              calibration_for(engine.model, engine.vshift)), result
 

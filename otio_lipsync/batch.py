@@ -311,8 +311,10 @@ def _run_media(item: dict, results_dir: str) -> dict:
         out["score"] = {"metric": s.metric, "values": s.values, "tracks": s.tracks}
     standard = qc.STANDARDS[opts["standard"]] if opts["standard"] else None
     if standard:
-        out["qc"] = qc.verdict(standard, analysis.audio_delay_ms, analysis.drift)
-    if opts["fix"] and analysis.audio_delay_ms:
+        out["qc"] = qc.verdict(standard, analysis.audio_delay_ms, analysis.drift, analysis.verdict)
+    if opts["fix"] and analysis.verdict == "no_sync":  # the audio does not match the faces: nothing to correct
+        out["not_fixed"] = "no sync found: the audio does not match the faces"
+    elif opts["fix"] and analysis.audio_delay_ms:
         from .ffmpeg_filter.fix import plan_fix, run_fix
 
         stem, suffix = os.path.splitext(os.path.basename(item["path"]))
@@ -465,6 +467,8 @@ def run_ray(todo: list[dict], results_dir: str, workers: int, address: str | Non
 def classify(result: dict) -> str:
     if result.get("status") != "ok":
         return "failed"
+    if (result.get("analysis") or {}).get("verdict") == "no_sync":
+        return "no_sync"
     if "qc" in result:
         return "pass" if result["qc"]["pass"] else "out_of_tolerance"
     report = result.get("timeline_report")
@@ -475,7 +479,7 @@ def classify(result: dict) -> str:
     return "measured"
 
 
-ORDER = {"failed": 0, "out_of_tolerance": 1, "warning": 2, "measured": 3, "pass": 4}
+ORDER = {"failed": 0, "no_sync": 1, "out_of_tolerance": 2, "warning": 3, "measured": 4, "pass": 5}
 
 
 @dataclass(frozen=True)
@@ -601,7 +605,7 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
     columns = [c for m in metrics for c in m.columns]
 
     esc = html.escape
-    colour = {"failed": "#f4c7c3", "out_of_tolerance": "#fce8b2", "warning": "#fce8b2", "measured": "#ffffff",
+    colour = {"failed": "#f4c7c3", "no_sync": "#e1d5f0", "out_of_tolerance": "#fce8b2", "warning": "#fce8b2", "measured": "#ffffff",
               "pass": "#d9ead3"}
     body = []
     inline = 0

@@ -133,7 +133,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     """
     from tqdm import tqdm
 
-    from .errors import LipsyncError
+    from .errors import LipsyncError, NoFace
     from .faces.detectors import DetectorUnavailable, make_detector
     from .faces.tracks import TrackOptions
     from .footage import FootageOptions
@@ -181,16 +181,18 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
         except LipsyncError as exc:
             failed += 1
             click.echo(f"{exc}", file=sys.stderr)
-            results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
+            results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__,
+                            **({"verdict": "no_face"} if isinstance(exc, NoFace) else {})})
             continue
         entry = analysis.to_dict()
         if qc_standard:
-            entry["qc"] = qc.verdict(qc_standard, analysis.audio_delay_ms, analysis.drift)
+            entry["qc"] = qc.verdict(qc_standard, analysis.audio_delay_ms, analysis.drift, analysis.verdict)
             out_of_tolerance += not entry["qc"]["pass"]
         results.append(entry)
         if not quiet:
             click.echo(analysis.summary(), file=human)
-            if analysis.drift and analysis.drift["verdict"] != "insufficient":
+            if analysis.drift and (analysis.drift["verdict"] != "insufficient"
+                                   or "disagree" in analysis.drift.get("reason", "")):
                 from .drift import Drift
 
                 click.echo(f"  {Drift(**analysis.drift).describe()}", file=human)
@@ -324,7 +326,7 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
     """
     import shlex
 
-    from .errors import LipsyncError
+    from .errors import LipsyncError, NoSync
     from .ffmpeg_filter.fix import plan_fix, run_fix
     from .footage import FootageOptions
 
@@ -353,8 +355,11 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
             if delay_ms == "auto":
                 before, _ = measure(source_path, engine, face_cropped, FootageOptions(), detector, audio_stream,
                                     channel=channel)
-                shift = before.audio_delay_ms
                 click.echo(before.summary().replace(source_path, source, 1), err=True)
+                if before.verdict == "no_sync":  # an offset that is not there must not be "corrected"
+                    raise NoSync(source, f"not corrected: no sync found (p={before.sync_probability:.2f}), the "
+                                 "audio does not match the faces; give --delay-ms N to shift it anyway")
+                shift = before.audio_delay_ms
             else:
                 try:
                     shift = float(delay_ms)

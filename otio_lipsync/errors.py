@@ -38,3 +38,7 @@ class NoFace(LipsyncError):
 
 class OutputError(LipsyncError):
     """An output that cannot be written (or would overwrite an input)."""
+
+
+class NoSync(LipsyncError):
+    """The audio does not match the faces (verdict `no_sync`): there is no offset to act on."""

@@ -17,11 +17,12 @@ from . import media
 from .analysis import Analysis
 from .drift import sliding_offsets
 from .errors import NoFace, TooShort
-from .faces.detectors import FaceDetector, make_detector
+from .faces.detectors import TILE_PX, FaceDetector, detect_tiles, make_detector
 from .faces.shots import ShotDetector
 from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
-from .speakers import SpeakerOptions, combine, segments, speaking_mask, window_weights
+from .speakers import SpeakerOptions, combine, segments, speaking_mask, track_evidence, window_weights
 from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip
+from .verdict import calibration_for, judge
 
 FPS = media.ANALYSIS_FPS
 PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeFace's input is 192)
@@ -34,6 +35,17 @@ class FootageOptions:
     tracks: TrackOptions = field(default_factory=TrackOptions)
     speakers: SpeakerOptions = field(default_factory=SpeakerOptions)
     shot_threshold: float = 27.0
+    # small faces (wide shots): "auto" probes frames >= TILES_MIN_PX on tiles every PROBE_FRAMES and, while
+    # the tiles find faces the whole-frame pass misses, detects on tiles every TILE_EVERY frames;
+    # "always" tiles every detection frame; "off" never
+    tiles: str = "auto"
+
+
+TILE_MODES = ("auto", "always", "off")
+TILES_MIN_PX = 960  # longer side: smaller frames lose nothing to the 320 px whole-frame pass
+PROBE_FRAMES = 50  # look for missed small faces every 2 s ...
+TILE_EVERY = 4  # ... and, while there are some, detect them on every 4th frame (tracking fills in)
+SMALL_FACE_HOLD = 100  # frames small-face detection stays on after tiles last found a missed face
 
 
 class _Audio:
@@ -92,6 +104,8 @@ class FootageScan:
         self.progress = progress
         self.info: media.MediaInfo | None = None
         self.num_frames = 0  # frames decoded
+        self._small_until = -1  # small-face (tiled) detection runs up to this frame
+        self.tiled_frames = 0  # frames detected on tiles (cost, reported by the benchmark)
         self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
 
     def __iter__(self):
@@ -119,6 +133,7 @@ class FootageScan:
                     for d in detections:  # preview pixels -> source pixels
                         d.box = d.box * np.tile(scale, 2)
                         d.keypoints = d.keypoints * scale
+                    detections = self._small_faces(index, frame, detections)
                 waiting.append((index, frame, detections))
                 self.num_frames += 1
                 events = self._track(waiting, self.shots.push(index, small))
@@ -128,6 +143,29 @@ class FootageScan:
                 duration = self.duration_s or (self.info.duration_s if self.info else None)
                 self.progress(self.num_frames, int(round(duration * FPS)) if duration else self.num_frames)
         yield "crops", self._track(waiting, self.shots.finish()) + self.tracker.finish()
+
+    def _small_faces(self, index: int, frame: np.ndarray, found: list) -> list:
+        """Add faces the whole-frame pass is too coarse for (see FootageOptions.tiles)."""
+        mode = self.options.tiles
+        if mode == "off" or (mode == "auto" and max(frame.shape[:2]) < TILES_MIN_PX):
+            return found
+        active = index <= self._small_until
+        due = (mode == "always" or (active and index % TILE_EVERY == 0) or index % PROBE_FRAMES == 0
+               or (not found and index % (PROBE_FRAMES // 5) == 0))
+        if not due:
+            return found
+        self.tiled_frames += 1
+        tiles = detect_tiles(self.detector, np.ascontiguousarray(frame[:, :, ::-1]))
+
+        def missed(d) -> bool:  # small, and not a part of a face the whole frame already has
+            cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+            return d.size < 0.3 * TILE_PX and not any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3]
+                                                       for f in found)
+
+        extra = [d for d in tiles if missed(d)]
+        if extra:
+            self._small_until = index + SMALL_FACE_HOLD
+        return found + extra
 
     def _track(self, waiting, decided: list[tuple[int, bool]]) -> list[CropEvent]:
         """Hand the frames whose shot decision is final to the tracker, in order."""
@@ -218,10 +256,14 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
     masks = [speaking_mask(r.framewise_confidence, options.speakers) for _, r in kept]
     combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, engine.vshift,
                        engine.edges)
-    drift = _drift(kept, masks, combined.basis, engine.vshift, engine.edges)
+    calibration = calibration_for(engine.model, engine.vshift)
+    drift = _drift(kept, masks, combined.basis, engine.vshift, engine.edges, calibration)
+    verdict, probability = judge(combined.offset_frames, combined.evidence, calibration)
     framewise = [None] * max(0, num_frames - 5)
     tracks = []
     for number, ((track, r), mask) in enumerate(zip(kept, masks)):
+        own = track_evidence(r.dists, r.framewise_confidence, engine.vshift, engine.edges, options.speakers)
+        track_verdict, track_probability = judge(r.offset_frames, own.evidence if own else None, calibration)
         for i, value in enumerate(r.framewise_confidence):
             f = track.first + i
             if f < len(framewise) and (framewise[f] is None or value > framewise[f]):
@@ -236,6 +278,11 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
             "confidence": round(r.confidence, 6),
             "min_distance": round(r.min_distance, 6),
             "num_windows": r.num_windows,
+            # this face's own verdict: does the audio belong to it (no_sync: not this face's sound)
+            "verdict": track_verdict,
+            "sync_probability": track_probability,
+            # a track whose offset differs from the file's by more than a frame is reported as such
+            "agrees_with_file": abs(r.offset_frames - combined.offset_frames) <= 1,
             "framewise_confidence": [round(float(v), 6) for v in r.framewise_confidence],  # from start_s on
             "speaking": segments(mask, track.first),
         })
@@ -246,13 +293,14 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
         framewise_confidence=framewise, fps_source=info.fps if info else None,
         duration_s=info.duration_s if info else None, model=model, num_windows=combined.windows,
         vshift=engine.vshift, decode="direct", precision=engine.precision,
+        verdict=verdict, sync_probability=probability, evidence=combined.evidence,
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
         shots=[{"start_s": round(a / FPS, 3), "end_s": round(b / FPS, 3)} for a, b in shot_list],
         tracks=tracks, basis=combined.basis, drift=drift,
     )
 
 
-def _drift(kept, masks, basis: str, vshift: int, edges: str) -> dict:
+def _drift(kept, masks, basis: str, vshift: int, edges: str, calibration=None) -> dict:
     """Offsets over time from the same windows the file's offset used (speaking ones, if any)."""
     rows, starts, weights, inside = [], [], [], []
     for (track, r), mask in zip(kept, masks):
@@ -263,4 +311,4 @@ def _drift(kept, masks, basis: str, vshift: int, edges: str) -> dict:
         if edges == "valid":
             inside.append(inside_clip(r.num_windows, vshift))
     return sliding_offsets(np.concatenate(rows), np.concatenate(starts), np.concatenate(weights), vshift,
-                           inside=np.concatenate(inside) if inside else None).to_dict()
+                           inside=np.concatenate(inside) if inside else None, calibration=calibration).to_dict()

@@ -21,6 +21,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from .sync import best_offset, inside_clip, mean_curve
+from .verdict import evidence
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Combined:
     min_distance: float
     basis: str  # "speaking" or "all-tracks"
     windows: int
+    evidence: dict | None = None  # what the offset rests on (verdict.evidence), for its probability
 
 
 def window_weights(framewise_conf: np.ndarray) -> np.ndarray:
@@ -93,7 +95,8 @@ def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: 
         if not rows:
             return None
         rows, weights = np.concatenate(rows), np.concatenate(weights)
-        return mean_curve(rows, weights, np.concatenate(inside) if inside else None), len(rows)
+        inside = np.concatenate(inside) if inside else None
+        return mean_curve(rows, weights, inside), len(rows), evidence(rows, weights, inside, vshift)
 
     basis = "speaking"
     found = curve(lambda m: m)
@@ -102,6 +105,14 @@ def combine(track_dists: list[np.ndarray], track_conf: list[np.ndarray], masks: 
         found = curve(lambda m: np.ones_like(m, bool))
     if found is None:
         return None
-    mean, count = found
+    mean, count, ev = found
     offset, minval, conf, _ = best_offset(torch.from_numpy(mean.astype(np.float32)), vshift)
-    return Combined(offset_frames=offset, confidence=conf, min_distance=minval, basis=basis, windows=count)
+    return Combined(offset_frames=offset, confidence=conf, min_distance=minval, basis=basis, windows=count,
+                    evidence=ev)
+
+
+def track_evidence(dists: np.ndarray, framewise_conf: np.ndarray, vshift: int, edges: str,
+                   opts: SpeakerOptions | None = None) -> Combined | None:
+    """One face's offset and evidence as the file's are made (its speaking windows, confidence-weighted)."""
+    mask = speaking_mask(framewise_conf, opts or SpeakerOptions())
+    return combine([dists], [framewise_conf], [mask], vshift, edges)

@@ -39,6 +39,7 @@ COLOURS = {
     "detectable": Color.YELLOW,  # outside R37, within BT.1359 acceptability (lead <= 90 ms, lag <= 185 ms)
     "unacceptable": Color.RED,  # beyond BT.1359 acceptability
     "low_confidence": Color.BLUE,  # no face, or confidence below min_confidence: the number is not trusted
+    "no_sync": Color.PURPLE,  # the audio does not match the faces (verdict.py): no offset exists to act on
     "not_analysed": Color.MAGENTA,  # media missing/unreadable, image sequence, no reference
     "speaker": Color.CYAN,  # one marker per active-speaker segment
     "slipped": Color.PINK,  # on an audio clip lipsync slipped
@@ -67,7 +68,10 @@ def default_cache_dir() -> str:
 
 # --- verdicts and marker names ----------------------------------------------------------------
 
-def verdict(delay_ms: float, confidence: float, min_confidence: float) -> str:
+def verdict(delay_ms: float, confidence: float, min_confidence: float, sync_verdict: str | None = None) -> str:
+    """The marker's verdict; sync_verdict is the Analysis' (a `no_sync` outranks any offset)."""
+    if sync_verdict == "no_sync":
+        return "no_sync"
     if confidence < min_confidence:
         return "low_confidence"
     if -R37.lead_ms <= delay_ms <= R37.lag_ms:
@@ -87,6 +91,8 @@ def marker_name(delay_ms: float, confidence: float | None, verdict_key: str, giv
     """The essentials in the name, because EDL and FCP XML exports keep names and colours only."""
     if given:
         return f"lipsync {offset_words(delay_ms)} (given)"
+    if verdict_key == "no_sync":
+        return "lipsync no sync"
     if verdict_key == "low_confidence":
         return f"lipsync low conf {confidence:.1f} ({offset_words(delay_ms)})"
     return f"lipsync {offset_words(delay_ms)} conf {confidence:.1f}"
@@ -305,6 +311,8 @@ class Report:
     analysed: int = 0  # clips measured
     from_cache: int = 0  # analyses read from the cache
     out_of_tolerance: int = 0  # outside EBU R37
+    no_sync: int = 0  # the audio does not match the faces: nothing to correct (never slipped)
+    corrected_in_edit: int = 0  # media out of tolerance, but an earlier slip already corrects it in the edit
     slipped: int = 0
     unslipped: int = 0
     skipped: dict = field(default_factory=dict)  # reason -> count
@@ -318,13 +326,17 @@ class Report:
 
         return {"timeline": self.timeline, "tool": {"name": "otio-lipsync", "version": __version__},
                 "summary": {"clips_analysed": self.analysed, "from_cache": self.from_cache,
-                            "out_of_tolerance": self.out_of_tolerance, "slipped": self.slipped,
+                            "out_of_tolerance": self.out_of_tolerance, "no_sync": self.no_sync,
+                            "corrected_in_edit": self.corrected_in_edit,
+                            "slipped": self.slipped,
                             "unslipped": self.unslipped, "skipped": self.skipped},
                 "clips": [asdict(c) for c in self.clips], "warnings": self.warnings}
 
     def table(self) -> str:
         rows = [("clips analysed", self.analysed), ("  of them from the cache", self.from_cache),
-                ("out of tolerance (EBU R37)", self.out_of_tolerance), ("audio clips slipped", self.slipped)]
+                ("out of tolerance (EBU R37)", self.out_of_tolerance), ("no sync found", self.no_sync),
+                ("already corrected in the edit", self.corrected_in_edit),
+                ("audio clips slipped", self.slipped)]
         if self.unslipped:
             rows.append(("audio clips unslipped", self.unslipped))
         rows += [(f"skipped: {why}", n) for why, n in sorted(self.skipped.items())]
@@ -421,8 +433,9 @@ def process_timeline(timeline, timeline_path: str | None, options: Options, engi
                 clip.markers.append(_marker(f"lipsync {short}", colour, src, meta))
                 continue
             delay, conf = result.audio_delay_ms, result.confidence
-            verdict_key = verdict(delay, conf, options.min_confidence)
-            meta.update({"status": "analysed", "verdict": verdict_key, "audio_delay_ms": delay,
+            verdict_key = verdict(delay, conf, options.min_confidence, result.verdict)
+            meta.update({"status": "analysed", "verdict": verdict_key, "sync_verdict": result.verdict,
+                         "sync_probability": result.sync_probability, "audio_delay_ms": delay,
                          "offset_frames": result.offset_frames, "confidence": conf,
                          "min_distance": result.min_distance, "num_windows": result.num_windows,
                          "basis": result.basis, "drift": _clean(result.drift),
@@ -437,6 +450,7 @@ def process_timeline(timeline, timeline_path: str | None, options: Options, engi
         clip.markers.extend(speakers)
         report.analysed += 1
         report.out_of_tolerance += verdict_key in ("detectable", "unacceptable")
+        report.no_sync += verdict_key == "no_sync"
         entry = ClipReport(clip.name, track_kind(clip), path, "analysed", None, verdict_key, delay, conf,
                            clip_marker.name)
         report.clips.append(entry)
@@ -533,6 +547,9 @@ def _slip_all(timeline, measured, audio, timeline_dir, options, report, say, war
             slip["status"] = "annotated only"
             slip["reason"] = ("picture and sound in one clip with no separate audio clip on an audio track: "
                               "nothing to slip (correct the media with `lipsync fix`)")
+        elif not given and entry.verdict == "no_sync":
+            slip["status"] = "not slipped"
+            slip["reason"] = "no sync found: the audio does not match the faces, there is no offset to correct"
         elif not given and conf < threshold:
             slip["status"] = "not slipped"
             slip["reason"] = f"confidence {conf:.1f} below the slip threshold {threshold:.1f}"
@@ -560,6 +577,14 @@ def _slip_all(timeline, measured, audio, timeline_dir, options, report, say, war
                     report.skip("slip beyond the media")
             if not any(d["slipped"] for d in slip["audio"]):
                 slip["status"] = "not slipped"
+                if all(d.get("shift_frames") == 0 for d in slip["audio"]):
+                    # the edit already carries the correction (an earlier slip): the clip plays in sync,
+                    # so it is not out of tolerance in this timeline, whatever its media's own offset
+                    slip["status"] = "already in sync in the edit"
+                    if entry.verdict in ("detectable", "unacceptable"):
+                        report.out_of_tolerance -= 1
+                        report.corrected_in_edit += 1
+                    entry.status = "in_sync_in_edit"
         marker.metadata[KEY]["slip"] = _clean(slip)
         entry.slip = _clean(slip)
         if slip["status"] != "slipped" and pairs:

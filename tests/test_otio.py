@@ -503,3 +503,18 @@ def test_lipsync_otio_cli_writes_the_timeline_and_a_json_report(tmp_path, media_
     assert lipsync_markers(clips_of(otio.adapters.read_from_file(str(out)), "Video")[0])
     same = CliRunner().invoke(main, ["otio", str(path), "-o", str(path), "--delay-ms", "0"])
     assert same.exit_code == 2 and "overwrite the input" in same.output
+
+
+def test_rerun_on_a_slipped_timeline_reports_the_corrected_state(tmp_path, media_dir):
+    """The media stays 200 ms off, but the first run's slip corrects it in the edit: the re-run says so and
+    no longer counts the clips out of tolerance (it said `already in sync` beside `out of tolerance`)."""
+    path = edit(tmp_path, 25.0, media_dir)
+    first, report = annotate_file(str(path), slip=True, delay_ms=200, quiet=True, cache_dir="none")
+    assert report.slipped == 2 and report.out_of_tolerance == 2
+    slipped = tmp_path / "slipped.otio"
+    otio.adapters.write_to_file(first, str(slipped))
+    again, report2 = annotate_file(str(slipped), slip=True, delay_ms=200, quiet=True, cache_dir="none")
+    assert report2.slipped == 0 and report2.out_of_tolerance == 0 and report2.corrected_in_edit == 2
+    assert report2.to_dict()["summary"]["corrected_in_edit"] == 2
+    for v in clips_of(again, "Video"):
+        assert verdict_marker(v).metadata[KEY]["slip"]["status"] == "already in sync in the edit"

@@ -221,3 +221,58 @@ def export(checkpoint, target, name, description, datasets):
     loaded = load_model(target)
     click.echo(f"{target}: {loaded.name} ({loaded.architecture}), sha256 {loaded.sha256}; validation offset accuracy "
                f"{val['window_accuracy']} (context in windows), clip accuracy {val['clip_accuracy']}")
+
+
+@main.command("calibrate")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--model", "model_name", default=None, help="Model name or file (default: the packaged default model).")
+@click.option("--persons", default="", help="Comma list of persons (catalog speaker_hint) to calibrate on: people the "
+              "model never trained on (default: the model's validation persons).")
+@click.option("--vshift", type=int, default=None, help="Search half-width in frames (default: the engine's default).")
+@click.option("-o", "--output", "target", default=None,
+              help="Calibration file (default: beside the model file, <model>.calibration.json, where `lipsync` finds it).")
+@click.option("--cache", "cache_dir", default=".lipsync-calibration-cache", show_default=True,
+              help="Folder for each clip's embeddings (re-fitting after a change then takes seconds).")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing calibration file.")
+def calibrate_cmd(sources, model_name, persons, vshift, target, cache_dir, force):
+    """Fit `sync_probability` and the `no_sync` threshold of a model on synced footage of people it never
+    trained on: each clip as it is, with its audio moved, and with other persons' audio (mismatched).
+    Run it again whenever the default model changes.
+
+    \b
+      lipsync-train calibrate ../shared/data/clips --persons a,b,c   # -> model/weights/house.calibration.json
+    """
+    import shlex
+    from pathlib import Path
+
+    from ..model import registry
+    from ..sync import DEFAULT_VSHIFT
+    from ..verdict import calibration_path
+    from .calibrate import calibrate
+    from .data import find_sources
+
+    try:
+        model = registry.load(model_name)
+    except Exception as exc:  # ModelNotFound / BadWeights: one line
+        _fail(str(exc))
+    chosen = {p for p in persons.split(",") if p} or set(model.metadata.get("validation", {}).get("persons", []))
+    if not chosen:
+        _fail(f"model {model.name} records no validation persons: give --persons")
+    sources_found = [(s.path, s.person) for s in find_sources(list(sources)) if s.person in chosen]
+    missing = chosen - {p for _, p in sources_found}
+    if missing:
+        _fail(f"no synced clips of {', '.join(sorted(missing))} in {', '.join(sources)}")
+    target = Path(target) if target else calibration_path(model.path)
+    if target.exists() and not force:
+        _fail(f"{target} exists: -f/--force replaces it")
+    command = "lipsync-train calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    cal = calibrate(sources_found, model, vshift or DEFAULT_VSHIFT, Path(cache_dir),
+                    report=lambda m: tqdm.write(m, file=sys.stderr),
+                    progress=lambda it: tqdm(it, desc="calibrate", unit="clip", file=sys.stderr), command=command)
+    cal.save(target)
+    held = cal.fitted_on["held_out"]
+    click.echo(f"{target}: {len(chosen)} persons, {cal.fitted_on['clips']} clips, examples {cal.fitted_on['examples']}; "
+               f"no_sync below p={cal.no_sync_below}; held-out persons: synced/shifted kept "
+               f"{held['synced_or_shifted_kept']:.1%}, mismatched refused {held['mismatched_refused']:.1%}")
+    for row in cal.reliability:
+        click.echo(f"  predicted {row['predicted']}: {row['examples']} examples, observed {row['observed']:.2f}")

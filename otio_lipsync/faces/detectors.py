@@ -217,6 +217,44 @@ class FaceAlignmentDetector:
 DETECTORS = {BlazeFaceDetector.name: BlazeFaceDetector, FaceAlignmentDetector.name: FaceAlignmentDetector}
 
 
+# --- small faces: detection on tiles ------------------------------------------------------------
+
+TILE_PX = 720  # a 1080p frame in 3x2 overlapping tiles: a 40 px face becomes ~8 px of BlazeFace's 192 input
+TILE_OVERLAP = 0.2
+
+
+def tile_origins(length: int, tile: int, overlap: float = TILE_OVERLAP) -> list[int]:
+    if length <= tile:
+        return [0]
+    count = int(np.ceil((length - tile) / (tile * (1 - overlap)))) + 1
+    return [int(v) for v in np.linspace(0, length - tile, count)]
+
+
+def detect_tiles(detector: FaceDetector, rgb: np.ndarray, tile: int = TILE_PX) -> list[Detection]:
+    """Faces too small for a whole-frame pass: the detector on overlapping tiles of the full-resolution
+    frame, boxes back in frame pixels, duplicates across tile overlaps merged (weighted NMS)."""
+    found = []
+    h, w = rgb.shape[:2]
+    for y in tile_origins(h, tile):
+        for x in tile_origins(w, tile):
+            for d in detector.detect(np.ascontiguousarray(rgb[y:y + tile, x:x + tile])):
+                found.append(Detection(box=d.box + np.array([x, y, x, y]), score=d.score,
+                                       keypoints=d.keypoints + np.array([x, y])))
+    return merge_detections(found)
+
+
+def merge_detections(found: list[Detection], iou_threshold: float = 0.3) -> list[Detection]:
+    if len(found) < 2:
+        return found
+    boxes = np.stack([d.box for d in found])
+    scores = np.array([d.score for d in found])
+    kps = [d.keypoints for d in found]
+    if len({k.shape for k in kps}) != 1:  # keypoint sets differ (mixed detectors): keep boxes only
+        kps = [np.zeros((0, 2)) for _ in found]
+    merged = weighted_nms(boxes, scores, np.stack(kps), iou_threshold)
+    return [Detection(box=b, score=s, keypoints=k) for b, s, k in merged]
+
+
 def make_detector(name: str = "blazeface", **options) -> FaceDetector:
     if name not in DETECTORS:
         raise DetectorUnavailable(f"unknown face detector {name!r} (known: {', '.join(DETECTORS)})")
