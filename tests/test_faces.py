@@ -122,6 +122,19 @@ def test_shot_detector_cuts_on_a_peak_not_on_sustained_motion():
     assert min(moving.scores) >= moving.threshold and moving.cuts == []
 
 
+def test_wide_shot_small_faces_are_found_on_tiles(detector):
+    """1080p debate wide shot: the whole-frame pass finds no usable face; tiles give both podium speakers a
+    track (the moderator has his back to the camera)."""
+    from otio_lipsync.footage import FootageOptions
+
+    path = clip("multi_avobjects_trump_biden_debate_01.mp4")
+    assert not scan(path, detector, options=FootageOptions(tiles="off"), duration_s=4.0).kept_tracks()
+    s = scan(path, detector, options=FootageOptions(tiles="auto"), duration_s=4.0)
+    centres = [float(np.median([(b[0] + b[2]) / 2 for b in t.boxes])) for t in s.kept_tracks()]
+    assert any(c < 400 for c in centres) and any(c > 1500 for c in centres), centres
+    assert 0 < s.tiled_frames < s.num_frames  # tiles only where they are needed
+
+
 def test_crop_geometry_is_the_reference_one():
     """Pad with grey 110, crop [cy-s, cy+s(1+2cs)) x [cx-s(1+cs), cx+s(1+cs)), resize to 224."""
     rng = np.random.default_rng(0)
