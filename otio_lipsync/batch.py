@@ -139,6 +139,25 @@ def _csv_value(text: str):
         return text.strip()
 
 
+def walk_folder(folder: str, include=(), exclude=(), timelines=frozenset()):
+    """(path, kind) of the media files under folder (and of the timelines, by the given suffixes),
+    recursively, in a stable order; hidden files skipped; GLOBs match the path relative to folder or the
+    name. `lipsync batch` and `lipsync check` both find files this way."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder)
+            kind = _kind(name, timelines)
+            if name.startswith(".") or kind is None:
+                continue
+            if include and not _matches(rel, include):
+                continue
+            if exclude and _matches(rel, exclude):
+                continue
+            yield full, kind
+
+
 def discover(inputs, include=(), exclude=(), options: dict | None = None) -> list[Item]:
     """The items of INPUTS, in a stable order, each media file or timeline once. A path that does not exist
     becomes an item too (it fails with its reason and the batch goes on)."""
@@ -155,18 +174,8 @@ def discover(inputs, include=(), exclude=(), options: dict | None = None) -> lis
 
     for given in inputs:
         if os.path.isdir(given):
-            for root, dirs, files in os.walk(given):
-                dirs.sort()
-                for name in sorted(files):
-                    full = os.path.join(root, name)
-                    rel = os.path.relpath(full, given)
-                    if name.startswith(".") or _kind(name, timelines) is None:
-                        continue
-                    if include and not _matches(rel, include):
-                        continue
-                    if exclude and _matches(rel, exclude):
-                        continue
-                    add(full)
+            for full, _ in walk_folder(given, include, exclude, timelines):
+                add(full)
         elif os.path.splitext(given)[1].lower() in MANIFEST_SUFFIXES and os.path.isfile(given):
             for path, overrides in read_manifest(given):
                 add(path, overrides)
@@ -243,8 +252,13 @@ _detector = None
 
 
 def init_worker(threads: int) -> None:
-    """Process initializer: torch threads per worker so workers do not fight over cores."""
+    """Process initializer: torch threads per worker so workers do not fight over cores; as quiet (or
+    verbose) as the command that started them."""
     import torch
+
+    from .logs import configure_from_env
+
+    configure_from_env()
 
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))

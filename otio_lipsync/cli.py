@@ -19,8 +19,16 @@ EXIT_ERROR = 2  # bad input or bad model
 
 
 def _fail(message: str) -> None:
-    click.echo(f"lipsync: {message}", err=True)
+    _echo_err(f"lipsync: {message}")
     sys.exit(EXIT_ERROR)
+
+
+def _echo_err(line: str) -> None:
+    """A line for the user on stderr, copied to the --log file."""
+    from .logs import echo_logger
+
+    click.echo(line, err=True)
+    echo_logger.info(line)
 
 
 def write_json_atomic(path: str, payload) -> None:
@@ -56,15 +64,31 @@ def load_engine(model_name: str | None, vshift: int | None = None, batch_size: i
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lipsync")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show third-party warnings and log lines (hidden by default), e.g. the face detector runtime's.")
+@click.option("--log", "log_path", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+              help="Append a log to FILE: the command line, what lipsync prints on stderr, third-party warnings "
+                   "and log lines (with or without -v).")
+def main(verbose, log_path):
     """Measure and fix lip sync (audio/video offset) with SyncNet.
 
     \b
     Examples:
-      lipsync check --face-cropped clip.mp4
-      lipsync check --face-cropped --json report.json *.mp4
+      lipsync check interview.mp4                  # raw footage: faces are found and tracked
+      lipsync check --json report.json footage/    # a folder, searched recursively
+      lipsync fix interview.mp4 -o fixed.mp4       # measure, then write a copy in sync
+      lipsync check --face-cropped crop.mp4        # frames that are already a face crop
       lipsync models
     """
+    import shlex
+
+    from .logs import configure, echo_logger
+
+    try:
+        configure(verbose, log_path)
+    except OSError as exc:
+        _fail(f"--log {log_path}: cannot write it ({exc.strerror or exc})")
+    echo_logger.info("lipsync %s: %s", __version__, shlex.join(sys.argv[1:]))
 
 
 @main.command()
@@ -120,7 +144,15 @@ def main():
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
           threads, precision, audio_stream, channel, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
           shot_threshold, annotate, standard, plot_path, speaking_threshold):
-    """Measure the audio/video offset of each FILE.
+    """Measure the audio/video offset of each FILE (or of every media file in a folder, recursively).
+
+    \b
+    Examples:
+      lipsync check interview.mp4
+      lipsync check --json report.json --plot plots/ footage/
+      lipsync check -q --json - interview.mp4 | jq '.[0].audio_delay_ms'
+      lipsync check --standard ebu-r37 interview.mp4
+      lipsync check --face-cropped crop.mp4        # only for frames that are already a face crop
 
     Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`,
     and the drift over time when the file is long enough to tell. offset_frames follows syncnet_python's
@@ -131,6 +163,20 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     failed the --standard, 2 when any could not be measured (each failure is reported on its own line
     and the other files are still measured).
     """
+    if annotate and face_cropped:
+        _fail("--annotate draws face tracks: use it on raw footage (without --face-cropped)")
+    if reference_decode and channel is not None:
+        _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
+    if reference_decode and not face_cropped:
+        _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
+    files, bad_inputs = check_inputs(files)  # before any model loads: a typo costs no seconds
+    for exc in bad_inputs.values():
+        _echo_err(str(exc))
+    if len(bad_inputs) == len(files):  # nothing to measure: say so without loading anything
+        if json_path:
+            write_json_atomic(json_path, [{"file": p, "error": e.problem, "error_type": type(e).__name__}
+                                          for p, e in bad_inputs.items()])
+        _fail(f"{len(files)} of {len(files)} file(s) could not be measured")
     from tqdm import tqdm
 
     from .errors import LipsyncError
@@ -139,12 +185,6 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     from .footage import FootageOptions
     from .speakers import SpeakerOptions
 
-    if annotate and face_cropped:
-        _fail("--annotate draws face tracks: use it on raw footage (without --face-cropped)")
-    if reference_decode and channel is not None:
-        _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
-    if reference_decode and not face_cropped:
-        _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     engine = load_engine(model_name, vshift, batch_size, threads, precision)
     detector_name, detector, footage_options = detector, None, None
     if not face_cropped:
@@ -164,6 +204,11 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     results, failed, out_of_tolerance = [], 0, 0
     for path in tqdm(files, desc="lipsync check", unit="file", disable=None if len(files) > 1 else True,
                      file=sys.stderr, leave=False):
+        if path in bad_inputs:
+            failed += 1
+            exc = bad_inputs[path]
+            results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
+            continue
         try:
             analysis, tracks = measure(path, engine, face_cropped, footage_options, detector, audio_stream,
                                        reference_decode=reference_decode, ffmpeg=ffmpeg_path, quiet=quiet,
@@ -180,7 +225,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
                 plot_analysis(analysis, per_file_target(plot_path, path, len(files), ".png"), qc_standard)
         except LipsyncError as exc:
             failed += 1
-            click.echo(f"{exc}", file=sys.stderr)
+            _echo_err(str(exc))
             results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
             continue
         entry = analysis.to_dict()
@@ -199,11 +244,34 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if json_path:
         write_json_atomic(json_path, results)
     if failed:
-        click.echo(f"lipsync: {failed} of {len(files)} file(s) could not be measured", err=True)
+        _echo_err(f"lipsync: {failed} of {len(files)} file(s) could not be measured")
         sys.exit(EXIT_ERROR)
     if out_of_tolerance:
-        click.echo(f"lipsync: {out_of_tolerance} of {len(files)} file(s) fail {qc_standard.name}", err=True)
+        _echo_err(f"lipsync: {out_of_tolerance} of {len(files)} file(s) fail {qc_standard.name}")
         sys.exit(EXIT_FAIL)
+
+
+def check_inputs(given) -> tuple[list[str], dict]:
+    """The files to measure (a folder -> its media files, recursively, found as `lipsync batch` finds
+    them) and, before anything loads, the ones that cannot be: {path: LipsyncError}."""
+    from .batch import walk_folder
+    from .errors import MediaNotFound, UnreadableMedia
+    from .media import VIDEO_SUFFIXES
+
+    files, bad = [], {}
+    for path in given:
+        if path != "-" and os.path.isdir(path):
+            found = [full for full, _ in walk_folder(path)]
+            if not found:
+                bad[path] = UnreadableMedia(path, f"is a directory without media files (searched recursively "
+                                                  f"for {', '.join(VIDEO_SUFFIXES)})")
+                found = [path]
+            files += found
+        else:
+            files.append(path)
+            if path != "-" and not os.path.exists(path):
+                bad[path] = MediaNotFound(path, "no such file")
+    return files, bad
 
 
 def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,

@@ -109,8 +109,11 @@ class BlazeFaceDetector:
         except ImportError:
             raise DetectorUnavailable("ai-edge-litert is not installed: pip install ai-edge-litert") from None
         self.model_path = Path(model_path) if model_path else find_blazeface_model()
-        self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        from ..logs import native_stderr
+
+        with native_stderr():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2
+            self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
+            self.interpreter.allocate_tensors()
         inp = self.interpreter.get_input_details()[0]
         self.input_index = inp["index"]
         outputs = sorted(self.interpreter.get_output_details(), key=lambda d: d["shape"][-1], reverse=True)
