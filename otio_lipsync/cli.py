@@ -300,8 +300,9 @@ def measure(path, engine, face_cropped, footage_options, detector, audio_stream=
 
 
 def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:
-    """The option's file for one input; with several (or a folder given), <stem><suffix> in that folder."""
-    if num_files == 1 and not os.path.isdir(option):
+    """The option's file for one input; with several (or a folder given, or a name ending in /),
+    <stem><suffix> in that folder."""
+    if num_files == 1 and not os.path.isdir(option) and not option.endswith(("/", os.sep)):
         return option
     os.makedirs(option, exist_ok=True)
     stem = os.path.splitext(os.path.basename(path))[0] if path != "-" else "stdin"
@@ -366,7 +367,8 @@ def models_download(name, url):
                    "earlier). auto: measure SOURCE first.")
 @click.option("--method", type=click.Choice(["copy", "reencode"]), default="copy", show_default=True,
               help="copy: shift the audio's timestamps, no re-encoding; reencode: atrim/adelay + apad, same duration.")
-@click.option("--dry-run", is_flag=True, help="Print the ffmpeg command and stop.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print the ffmpeg command and stop.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists (without it an existing OUT is refused).")
 @click.option("--face-cropped", is_flag=True, help="Measure as face-cropped footage (see `check --help`).")
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model for measuring (auto and residual).")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
@@ -377,7 +379,7 @@ def models_download(name, url):
 @click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
               help="ffmpeg binary (default: $FFMPEG_PATH, else imageio-ffmpeg's).")
 @click.option("--no-verify", is_flag=True, help="Do not re-measure OUT after writing it.")
-def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, precision, audio_stream, channel,
+def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_name, precision, audio_stream, channel,
         ffmpeg_path, no_verify):
     """Write a copy of SOURCE with its audio shifted into sync; the video is copied bit-exact.
 
@@ -389,6 +391,10 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
       lipsync fix in.mov -o fixed.mov                      # measure, then correct
       lipsync fix in.mp4 -o fixed.mp4 --delay-ms 120       # the sound is 120 ms late
       lipsync fix in.mxf -o fixed.mxf --delay-ms -40 --method reencode --dry-run
+      lipsync fix in.mov -o fixed.mov -f                   # replace an existing fixed.mov
+
+    Exit code 0 when OUT was written (or, with -n, the command printed), 2 when it was not: SOURCE
+    unreadable, OUT exists (without -f) or is SOURCE, ffmpeg failed.
     """
     import shlex
 
@@ -396,6 +402,11 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
     from .ffmpeg_filter.fix import plan_fix, run_fix
     from .footage import FootageOptions
 
+    if source != "-" and not os.path.exists(source):
+        _fail(f"{source}: no such file")
+    if target != "-" and os.path.exists(target) and not force and not (
+            source != "-" and os.path.exists(source) and os.path.samefile(source, target)):  # that: plan_fix says
+        _fail(f"{target}: exists; refusing to overwrite it without -f/--force")
     engine = None
     needs_model = delay_ms == "auto" or not (no_verify or dry_run)
     detector = None

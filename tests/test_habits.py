@@ -106,3 +106,72 @@ def test_check_on_a_folder_without_media_is_one_line(tmp_path):
     proc = lipsync("check", empty)
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[0].startswith(f"{empty}: is a directory without media files")
+
+
+# --- lipsync fix: an existing OUT is refused without -f ------------------------------------------------------
+
+def test_fix_refuses_an_existing_output_unless_forced(tmp_path):
+    from click.testing import CliRunner
+
+    from otio_lipsync.cli import main
+
+    from .conftest import reference_input
+
+    src, out = reference_input("vr2_sync"), tmp_path / "fixed.mp4"
+    out.write_bytes(b"an earlier render")
+    args = ["fix", str(src), "-o", str(out), "--delay-ms", "40", "--no-verify"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2
+    assert refused.stderr == f"lipsync: {out}: exists; refusing to overwrite it without -f/--force\n"
+    assert out.read_bytes() == b"an earlier render"
+    dry = CliRunner().invoke(main, [*args, "-n", "-f"])
+    assert dry.exit_code == 0 and "-itsoffset" in dry.stdout
+    assert out.read_bytes() == b"an earlier render"
+    forced = CliRunner().invoke(main, [*args, "-f"])
+    assert forced.exit_code == 0, forced.output
+    assert out.read_bytes() != b"an earlier render" and out.stat().st_size > 10_000
+
+
+# --- the examples of --help, run as printed ---------------------------------------------------------------
+
+def _examples(help_text: str) -> list[list[str]]:
+    import shlex
+
+    lines, inside = [], False
+    for line in help_text.splitlines():
+        if line.strip() == "Examples:":
+            inside = True
+        elif inside and line.strip().startswith("lipsync "):
+            lines.append(shlex.split(line.split("|")[0], comments=True))
+        elif inside:
+            inside = False
+    return lines
+
+
+@pytest.fixture(scope="module")
+def example_dir(tmp_path_factory, ffmpeg_exe):
+    """The files the examples name: interview.mp4 raw footage (in sync), footage/ a folder of it, crop.mp4
+    a face crop; 2 s each."""
+    d = tmp_path_factory.mktemp("examples")
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_vr_man_map_01.mp4")), "-t", "2", str(d / "interview.mp4"))
+    (d / "footage").mkdir()
+    (d / "footage" / "take1.mp4").write_bytes((d / "interview.mp4").read_bytes())
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_lrs2_demo00001_01.mp4")), "-t", "2", str(d / "crop.mp4"))
+    return d
+
+
+@pytest.mark.parametrize("command", [[], ["check"]], ids=["lipsync", "lipsync check"])
+def test_help_examples_start_with_raw_footage_and_each_one_runs(example_dir, monkeypatch, command):
+    from click.testing import CliRunner
+
+    from otio_lipsync.cli import main
+
+    monkeypatch.chdir(example_dir)
+    examples = _examples(CliRunner().invoke(main, [*command, "--help"]).output)
+    assert len(examples) >= 4
+    assert "--face-cropped" not in examples[0] + examples[1]  # copied onto raw footage it would mislead
+    for example in examples:
+        for made in ("fixed.mp4", "report.json"):
+            (example_dir / made).unlink(missing_ok=True)
+        result = CliRunner().invoke(main, example[1:])
+        assert result.exit_code == 0, (example, result.output)
