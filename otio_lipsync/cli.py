@@ -621,6 +621,10 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
 
 # --- lipsync otio: the OTIO adapter for people who never touch otioconvert -------------------------
 
+# writers that keep only the video track: a slip (of the audio clips) cannot reach their files
+VIDEO_ONLY_WRITERS = {"cmx_3600": "an EDL (cmx_3600) keeps only the video track"}
+
+
 @main.command("otio")
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", "target", required=True, type=click.Path(),
@@ -665,6 +669,13 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 
     if os.path.abspath(source) == os.path.abspath(target):
         _fail(f"{target}: the output would overwrite the input timeline; choose another -o")
+    try:
+        adapter = otio.adapters.from_filepath(target).name
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        _fail(f"{target}: no OTIO adapter writes {os.path.splitext(target)[1] or '(no suffix)'!r} files")
+    if (slip or unslip) and adapter in VIDEO_ONLY_WRITERS:  # refused before any analysis: never a silent loss
+        _fail(f"{target}: {VIDEO_ONLY_WRITERS[adapter]}, so the audio clips' {'un' if unslip else ''}slip would be "
+              f"lost; write .otio or FCP 7 XML (.xml), or drop --{'un' if unslip else ''}slip")
     options = {"slip": slip, "unslip": unslip, "media_root": media_root, "cache_dir": cache_dir,
                "model": model_name, "min_confidence": min_confidence, "slip_min_confidence": slip_min_confidence,
                "face_cropped": face_cropped, "handle_s": handle_s, "delay_ms": delay_ms, "quiet": quiet}
@@ -679,11 +690,8 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
         _fail(str(exc))
     try:
         suffix = os.path.splitext(target)[1]
-        adapter = otio.adapters.from_filepath(target).name
         with atomic_output(target, suffix) as tmp:
             otio.adapters.write_to_file(timeline, tmp, adapter_name=adapter)
-    except otio.exceptions.NoKnownAdapterForExtensionError:
-        _fail(f"{target}: no OTIO adapter writes {os.path.splitext(target)[1] or '(no suffix)'!r} files")
     except LipsyncError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - a writer that cannot express the timeline: one line
