@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -25,13 +26,29 @@ def _dependency_dirs() -> list[str]:
             and Path(p).resolve() != REPO]
 
 
+def _clone(target: Path) -> Path:
+    """The checkout's files as a clone has them (tracked and new, not ignored), so that the build's
+    build/ and egg-info land here and not in the checkout."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip(f"needs a git checkout to list its files: {listed.stderr.strip()}")
+    for rel in filter(None, listed.stdout.split("\0")):
+        if (REPO / rel).is_file():
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, target / rel)
+    return target
+
+
 def test_built_wheel_checks_raw_footage_in_a_fresh_venv(tmp_path):
     source = clip("synced_mead_m030_01.mp4")
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, cwd=tmp_path)
+    tree = _clone(tmp_path / "clone")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+                            "-w", str(wheels), str(tree)], capture_output=True, text=True, cwd=tmp_path)
     assert build.returncode == 0, build.stderr
-    assert "absent from the `packages` configuration" not in build.stderr
+    assert "copying" in build.stdout + build.stderr  # -v shows setuptools' own output, warnings included
+    assert "is absent from the `packages` configuration" not in build.stdout + build.stderr
     (wheel,) = wheels.glob("otio_lipsync-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "otio_lipsync/faces/models/face_detection_full_range.tflite" in names
