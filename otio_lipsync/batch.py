@@ -139,6 +139,25 @@ def _csv_value(text: str):
         return text.strip()
 
 
+def walk_folder(folder: str, include=(), exclude=(), timelines=frozenset()):
+    """(path, kind) of the media files under folder (and of the timelines, by the given suffixes),
+    recursively, in a stable order; hidden files skipped; GLOBs match the path relative to folder or the
+    name. `lipsync batch` and `lipsync check` both find files this way."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder)
+            kind = _kind(name, timelines)
+            if name.startswith(".") or kind is None:
+                continue
+            if include and not _matches(rel, include):
+                continue
+            if exclude and _matches(rel, exclude):
+                continue
+            yield full, kind
+
+
 def discover(inputs, include=(), exclude=(), options: dict | None = None) -> list[Item]:
     """The items of INPUTS, in a stable order, each media file or timeline once. A path that does not exist
     becomes an item too (it fails with its reason and the batch goes on)."""
@@ -155,18 +174,8 @@ def discover(inputs, include=(), exclude=(), options: dict | None = None) -> lis
 
     for given in inputs:
         if os.path.isdir(given):
-            for root, dirs, files in os.walk(given):
-                dirs.sort()
-                for name in sorted(files):
-                    full = os.path.join(root, name)
-                    rel = os.path.relpath(full, given)
-                    if name.startswith(".") or _kind(name, timelines) is None:
-                        continue
-                    if include and not _matches(rel, include):
-                        continue
-                    if exclude and _matches(rel, exclude):
-                        continue
-                    add(full)
+            for full, _ in walk_folder(given, include, exclude, timelines):
+                add(full)
         elif os.path.splitext(given)[1].lower() in MANIFEST_SUFFIXES and os.path.isfile(given):
             for path, overrides in read_manifest(given):
                 add(path, overrides)
@@ -243,8 +252,13 @@ _detector = None
 
 
 def init_worker(threads: int) -> None:
-    """Process initializer: torch threads per worker so workers do not fight over cores."""
+    """Process initializer: torch threads per worker so workers do not fight over cores; as quiet (or
+    verbose) as the command that started them."""
     import torch
+
+    from .logs import configure_from_env
+
+    configure_from_env()
 
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
@@ -556,6 +570,9 @@ def finish(results_dir: str, items: list[Item], standard: str | None, plots: int
                         is not None else "", drift.get("verdict", ""), "; ".join((r.get("qc") or {}).get("reasons", [])),
                         *[repr(values[k]) if values.get(k) is not None else "" for k in score_keys],
                         r.get("error_type", ""), r.get("error", ""), r["key"], f"items/{r['key']}.json"])
+    # `measured` counts every item that got a measurement, whatever its verdict (pass, out of tolerance,
+    # warning are subsets of it); the other keys are disjoint
+    counts = {**counts, "measured": len(results) - counts["failed"]}
     summary = {"items": len(results), **counts,
                "out_of_tolerance_files": [r["file"] for r in rows if classify(r) == "out_of_tolerance"],
                "failures": [{"file": r["file"], "error_type": r["error_type"], "error": r["error"]}
@@ -589,6 +606,20 @@ def _plot_png(results_dir: str, result: dict, standard: str | None) -> str | Non
     return rel
 
 
+def note_of(result: dict) -> str:
+    """The notes cell of a measured media item, in words: the QC reasons, else what the drift says."""
+    from .drift import Drift
+
+    reasons = (result.get("qc") or {}).get("reasons", [])
+    if reasons:
+        return "; ".join(reasons)
+    analysis = result.get("analysis") or {}
+    if analysis.get("verdict") == "no_sync":
+        return f"no sync found: the audio does not match the faces (p={analysis['sync_probability']:.2f})"
+    drift = (result.get("analysis") or {}).get("drift")
+    return Drift(**drift).describe() if drift else ""
+
+
 def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str | None, plots: int,
                  scores: dict | None = None) -> None:
     """report.html: counts (and score averages) at the top, one row per item (failures and out-of-tolerance
@@ -605,6 +636,14 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
     columns = [c for m in metrics for c in m.columns]
 
     esc = html.escape
+    files = [r["file"] for r in rows]
+    root = os.path.commonpath(files) if files else ""
+    if len(files) == 1 or (root in files):  # one file (or a file that is the root): its folder
+        root = os.path.dirname(root)
+
+    def shown(path: str) -> str:
+        return os.path.relpath(path, root) if root else path
+
     colour = {"failed": "#f4c7c3", "no_sync": "#e1d5f0", "out_of_tolerance": "#fce8b2", "warning": "#fce8b2", "measured": "#ffffff",
               "pass": "#d9ead3"}
     body = []
@@ -612,17 +651,16 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
     for r in rows:
         status = classify(r)
         a = r.get("analysis") or {}
-        cells = [esc(r["file"]), esc(status)]
+        cells = [esc(shown(r["file"])), esc(status)]
         if r.get("status") != "ok":
-            cells += ["", "", esc(r.get("error", ""))]
+            error = r.get("error", "")
+            cells += ["", "", esc(error[len(r["file"]) + 2:] if error.startswith(f"{r['file']}: ") else error)]
         elif r["kind"] == "timeline":
             s = r["timeline_report"]["summary"]
             cells += ["", "", esc(f"{s['clips_analysed']} clip(s) analysed, {s['out_of_tolerance']} out of "
                                   f"tolerance (EBU R37); annotated: {r.get('timeline', '')}")]
         else:
-            drift = a.get("drift") or {}
-            note = "; ".join((r.get("qc") or {}).get("reasons", [])) or drift.get("verdict", "")
-            cells += [f"{a['audio_delay_ms']:+.0f}", f"{a['confidence']:.2f}", esc(note)]
+            cells += [f"{a['audio_delay_ms']:+.0f}", f"{a['confidence']:.2f}", esc(note_of(r))]
         values = (r.get("score") or {}).get("values", {})
         cells += [f"{values[c.key]:.3f}" if values.get(c.key) is not None else "" for c in columns]
         picture = ""
@@ -630,20 +668,25 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
         if rel and inline < plots:
             with open(os.path.join(results_dir, rel), "rb") as f:
                 data = base64.b64encode(f.read()).decode()
-            picture = f'<img loading="lazy" width="500" src="data:image/png;base64,{data}">'
+            # one line per row: the plot opens on click
+            picture = (f'<details><summary>plot</summary><img loading="lazy" width="500" '
+                       f'src="data:image/png;base64,{data}"></details>')
             inline += 1
         elif rel:
             picture = f'<a href="{esc(rel)}">plot</a>'
         body.append(f'<tr style="background:{colour[status]}">' + "".join(f"<td>{c}</td>" for c in cells)
                     + f"<td>{picture}</td></tr>")
-    head = " &middot; ".join(f"{esc(k.replace('_', ' '))}: <b>{v}</b>" for k, v in counts.items() if v)
+    head = " &middot; ".join(f"{esc(k.replace('_', ' '))}: <b>{v}</b>" for k, v in counts.items()
+                             if v and k != "measured")
     averages = "".join(f"<p>{esc(summary_line(m, scores[m.name]))}</p>" for m in metrics)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lipsync batch report</title>
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:2px 4px;vertical-align:top;font-size:13px;white-space:nowrap}}
+details[open] summary{{margin-bottom:4px}}</style></head><body>
 <h1>lipsync batch report</h1>
-<p>{sum(counts.values())} item(s): {head}</p>
+<p>{len(rows)} item(s), {counts.get("measured", 0)} measured: {head}</p>
+<p>Paths below are relative to <code>{esc(root)}</code>.</p>
 {averages}<p>standard: {esc(standard or "none")}; otio-lipsync {esc(__version__)}. Audio delay: positive = the sound is
 late. Failures and out-of-tolerance items first.</p>
 <table><tr><th>file</th><th>status</th><th>audio delay (ms)</th><th>confidence</th><th>notes</th>

@@ -19,8 +19,16 @@ EXIT_ERROR = 2  # bad input or bad model
 
 
 def _fail(message: str) -> None:
-    click.echo(f"lipsync: {message}", err=True)
+    _echo_err(f"lipsync: {message}")
     sys.exit(EXIT_ERROR)
+
+
+def _echo_err(line: str) -> None:
+    """A line for the user on stderr, copied to the --log file."""
+    from .logs import echo_logger
+
+    click.echo(line, err=True)
+    echo_logger.info(line)
 
 
 def write_json_atomic(path: str, payload) -> None:
@@ -56,15 +64,31 @@ def load_engine(model_name: str | None, vshift: int | None = None, batch_size: i
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lipsync")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show third-party warnings and log lines (hidden by default), e.g. the face detector runtime's.")
+@click.option("--log", "log_path", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+              help="Append a log to FILE: the command line, what lipsync prints on stderr, third-party warnings "
+                   "and log lines (with or without -v).")
+def main(verbose, log_path):
     """Measure and fix lip sync (audio/video offset) with SyncNet.
 
     \b
     Examples:
-      lipsync check --face-cropped clip.mp4
-      lipsync check --face-cropped --json report.json *.mp4
+      lipsync check interview.mp4                  # raw footage: faces are found and tracked
+      lipsync check --json report.json footage/    # a folder, searched recursively
+      lipsync fix interview.mp4 -o fixed.mp4       # measure, then write a copy in sync
+      lipsync check --face-cropped crop.mp4        # frames that are already a face crop
       lipsync models
     """
+    import shlex
+
+    from .logs import configure, echo_logger
+
+    try:
+        configure(verbose, log_path)
+    except OSError as exc:
+        _fail(f"--log {log_path}: cannot write it ({exc.strerror or exc})")
+    echo_logger.info("lipsync %s: %s", __version__, shlex.join(sys.argv[1:]))
 
 
 @main.command()
@@ -125,7 +149,15 @@ def main():
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
           threads, precision, audio_stream, channel, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
           shot_threshold, tiles, annotate, standard, plot_path, speaking_threshold):
-    """Measure the audio/video offset of each FILE.
+    """Measure the audio/video offset of each FILE (or of every media file in a folder, recursively).
+
+    \b
+    Examples:
+      lipsync check interview.mp4
+      lipsync check --json report.json --plot plots/ footage/
+      lipsync check -q --json - interview.mp4 | jq '.[0].audio_delay_ms'
+      lipsync check --standard ebu-r37 interview.mp4
+      lipsync check --face-cropped crop.mp4        # only for frames that are already a face crop
 
     Prints one line per file, e.g. `a.mp4: audio 120 ms late (-3 frames at 25 fps), confidence 7.41`,
     and the drift over time when the file is long enough to tell. offset_frames follows syncnet_python's
@@ -136,6 +168,20 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     failed the --standard, 2 when any could not be measured (each failure is reported on its own line
     and the other files are still measured).
     """
+    if annotate and face_cropped:
+        _fail("--annotate draws face tracks: use it on raw footage (without --face-cropped)")
+    if reference_decode and channel is not None:
+        _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
+    if reference_decode and not face_cropped:
+        _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
+    files, bad_inputs = check_inputs(files)  # before any model loads: a typo costs no seconds
+    for exc in bad_inputs.values():
+        _echo_err(str(exc))
+    if len(bad_inputs) == len(files):  # nothing to measure: say so without loading anything
+        if json_path:
+            write_json_atomic(json_path, [{"file": p, "error": e.problem, "error_type": type(e).__name__}
+                                          for p, e in bad_inputs.items()])
+        _fail(f"{len(files)} of {len(files)} file(s) could not be measured")
     from tqdm import tqdm
 
     from .errors import LipsyncError, NoFace
@@ -144,12 +190,6 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     from .footage import FootageOptions
     from .speakers import SpeakerOptions
 
-    if annotate and face_cropped:
-        _fail("--annotate draws face tracks: use it on raw footage (without --face-cropped)")
-    if reference_decode and channel is not None:
-        _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
-    if reference_decode and not face_cropped:
-        _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     engine = load_engine(model_name, vshift, batch_size, threads, precision)
     detector_name, detector, footage_options = detector, None, None
     if not face_cropped:
@@ -169,6 +209,11 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     results, failed, out_of_tolerance = [], 0, 0
     for path in tqdm(files, desc="lipsync check", unit="file", disable=None if len(files) > 1 else True,
                      file=sys.stderr, leave=False):
+        if path in bad_inputs:
+            failed += 1
+            exc = bad_inputs[path]
+            results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
+            continue
         try:
             analysis, tracks = measure(path, engine, face_cropped, footage_options, detector, audio_stream,
                                        reference_decode=reference_decode, ffmpeg=ffmpeg_path, quiet=quiet,
@@ -185,7 +230,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
                 plot_analysis(analysis, per_file_target(plot_path, path, len(files), ".png"), qc_standard)
         except LipsyncError as exc:
             failed += 1
-            click.echo(f"{exc}", file=sys.stderr)
+            _echo_err(str(exc))
             results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__,
                             **({"verdict": "no_face"} if isinstance(exc, NoFace) else {})})
             continue
@@ -206,11 +251,34 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if json_path:
         write_json_atomic(json_path, results)
     if failed:
-        click.echo(f"lipsync: {failed} of {len(files)} file(s) could not be measured", err=True)
+        _echo_err(f"lipsync: {failed} of {len(files)} file(s) could not be measured")
         sys.exit(EXIT_ERROR)
     if out_of_tolerance:
-        click.echo(f"lipsync: {out_of_tolerance} of {len(files)} file(s) fail {qc_standard.name}", err=True)
+        _echo_err(f"lipsync: {out_of_tolerance} of {len(files)} file(s) fail {qc_standard.name}")
         sys.exit(EXIT_FAIL)
+
+
+def check_inputs(given) -> tuple[list[str], dict]:
+    """The files to measure (a folder -> its media files, recursively, found as `lipsync batch` finds
+    them) and, before anything loads, the ones that cannot be: {path: LipsyncError}."""
+    from .batch import walk_folder
+    from .errors import MediaNotFound, UnreadableMedia
+    from .media import VIDEO_SUFFIXES
+
+    files, bad = [], {}
+    for path in given:
+        if path != "-" and os.path.isdir(path):
+            found = [full for full, _ in walk_folder(path)]
+            if not found:
+                bad[path] = UnreadableMedia(path, f"is a directory without media files (searched recursively "
+                                                  f"for {', '.join(VIDEO_SUFFIXES)})")
+                found = [path]
+            files += found
+        else:
+            files.append(path)
+            if path != "-" and not os.path.exists(path):
+                bad[path] = MediaNotFound(path, "no such file")
+    return files, bad
 
 
 def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,
@@ -239,8 +307,9 @@ def measure(path, engine, face_cropped, footage_options, detector, audio_stream=
 
 
 def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:
-    """The option's file for one input; with several (or a folder given), <stem><suffix> in that folder."""
-    if num_files == 1 and not os.path.isdir(option):
+    """The option's file for one input; with several (or a folder given, or a name ending in /),
+    <stem><suffix> in that folder."""
+    if num_files == 1 and not os.path.isdir(option) and not option.endswith(("/", os.sep)):
         return option
     os.makedirs(option, exist_ok=True)
     stem = os.path.splitext(os.path.basename(path))[0] if path != "-" else "stdin"
@@ -305,7 +374,8 @@ def models_download(name, url):
                    "earlier). auto: measure SOURCE first.")
 @click.option("--method", type=click.Choice(["copy", "reencode"]), default="copy", show_default=True,
               help="copy: shift the audio's timestamps, no re-encoding; reencode: atrim/adelay + apad, same duration.")
-@click.option("--dry-run", is_flag=True, help="Print the ffmpeg command and stop.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print the ffmpeg command and stop.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists (without it an existing OUT is refused).")
 @click.option("--face-cropped", is_flag=True, help="Measure as face-cropped footage (see `check --help`).")
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model for measuring (auto and residual).")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
@@ -316,7 +386,7 @@ def models_download(name, url):
 @click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
               help="ffmpeg binary (default: $FFMPEG_PATH, else imageio-ffmpeg's).")
 @click.option("--no-verify", is_flag=True, help="Do not re-measure OUT after writing it.")
-def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, precision, audio_stream, channel,
+def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_name, precision, audio_stream, channel,
         ffmpeg_path, no_verify):
     """Write a copy of SOURCE with its audio shifted into sync; the video is copied bit-exact.
 
@@ -328,6 +398,10 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
       lipsync fix in.mov -o fixed.mov                      # measure, then correct
       lipsync fix in.mp4 -o fixed.mp4 --delay-ms 120       # the sound is 120 ms late
       lipsync fix in.mxf -o fixed.mxf --delay-ms -40 --method reencode --dry-run
+      lipsync fix in.mov -o fixed.mov -f                   # replace an existing fixed.mov
+
+    Exit code 0 when OUT was written (or, with -n, the command printed), 2 when it was not: SOURCE
+    unreadable, OUT exists (without -f) or is SOURCE, ffmpeg failed.
     """
     import shlex
 
@@ -335,6 +409,11 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
     from .ffmpeg_filter.fix import plan_fix, run_fix
     from .footage import FootageOptions
 
+    if source != "-" and not os.path.exists(source):
+        _fail(f"{source}: no such file")
+    if target != "-" and os.path.exists(target) and not force and not (
+            source != "-" and os.path.exists(source) and os.path.samefile(source, target)):  # that: plan_fix says
+        _fail(f"{target}: exists; refusing to overwrite it without -f/--force")
     engine = None
     needs_model = delay_ms == "auto" or not (no_verify or dry_run)
     detector = None
@@ -552,6 +631,10 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
 
 # --- lipsync otio: the OTIO adapter for people who never touch otioconvert -------------------------
 
+# writers that keep only the video track: a slip (of the audio clips) cannot reach their files
+VIDEO_ONLY_WRITERS = {"cmx_3600": "an EDL (cmx_3600) keeps only the video track"}
+
+
 @main.command("otio")
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", "target", required=True, type=click.Path(),
@@ -596,6 +679,13 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 
     if os.path.abspath(source) == os.path.abspath(target):
         _fail(f"{target}: the output would overwrite the input timeline; choose another -o")
+    try:
+        adapter = otio.adapters.from_filepath(target).name
+    except otio.exceptions.NoKnownAdapterForExtensionError:
+        _fail(f"{target}: no OTIO adapter writes {os.path.splitext(target)[1] or '(no suffix)'!r} files")
+    if (slip or unslip) and adapter in VIDEO_ONLY_WRITERS:  # refused before any analysis: never a silent loss
+        _fail(f"{target}: {VIDEO_ONLY_WRITERS[adapter]}, so the audio clips' {'un' if unslip else ''}slip would be "
+              f"lost; write .otio or FCP 7 XML (.xml), or drop --{'un' if unslip else ''}slip")
     options = {"slip": slip, "unslip": unslip, "media_root": media_root, "cache_dir": cache_dir,
                "model": model_name, "min_confidence": min_confidence, "slip_min_confidence": slip_min_confidence,
                "face_cropped": face_cropped, "handle_s": handle_s, "delay_ms": delay_ms, "quiet": quiet}
@@ -610,11 +700,8 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
         _fail(str(exc))
     try:
         suffix = os.path.splitext(target)[1]
-        adapter = otio.adapters.from_filepath(target).name
         with atomic_output(target, suffix) as tmp:
             otio.adapters.write_to_file(timeline, tmp, adapter_name=adapter)
-    except otio.exceptions.NoKnownAdapterForExtensionError:
-        _fail(f"{target}: no OTIO adapter writes {os.path.splitext(target)[1] or '(no suffix)'!r} files")
     except LipsyncError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - a writer that cannot express the timeline: one line

@@ -344,9 +344,15 @@ class Report:
         return "\n".join(f"  {name:<{width}}  {n:>5}" for name, n in rows)
 
 
+MEANING = {colour: verdict.replace("_", " ") for verdict, colour in COLOURS.items()}
+
+
 def _marker(name: str, colour: str, marked: TimeRange, meta: dict) -> otio.schema.Marker:
     marker = otio.schema.Marker(name=name, marked_range=marked, color=colour)
     marker.metadata[KEY] = meta
+    # FCP 7 XML has no marker colour (read back, every marker is RED): otio-fcp-adapter writes this
+    # namespace as the marker's <comment>, which FCP and Premiere show, so the verdict colour survives as text
+    marker.metadata["fcp_xml"] = {"comment": f"lipsync {colour}: {MEANING[colour]}"}
     return marker
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 import signal
 import subprocess
@@ -91,7 +92,9 @@ def test_batch_real_clips_and_broken_files(tmp_path, ffmpeg_exe):
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == len(results) + 1 and all(",failed," in row for row in rows[1:len(broken) + 2])
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 30 and "http" not in report.replace("http-equiv", "")
+    assert report.count("data:image/png;base64,") == 30
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", report)  # base64 may spell anything
+    assert "http" not in text.replace("http-equiv", "")
     assert "failed: <b>4</b>" in report
     no_temp_files(out)
 

