@@ -177,8 +177,8 @@ def test_fit_is_deterministic_and_resumes(tiny_dataset, tmp_path):
     assert b.exit_code == 0, b.output
     b2 = _fit(dataset, tmp_path / "b", 6, "--resume")
     assert b2.exit_code == 0 and "resuming" in b2.output, b2.output
-    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
-    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa), "same seed, interrupted and resumed: same weights"
     with open(tmp_path / "b" / "log.csv") as f:
         rows = list(csv.DictReader(f))
