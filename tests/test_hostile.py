@@ -1,0 +1,136 @@
+"""Hostile input and faults: files that want to run code, damaged files, odd file types, killed runs.
+Each case: one line naming the file (or option), a non-zero exit, nothing executed, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from otio_lipsync.train.cli import main as train_cli
+
+from otio_lipsync.cli import main as lipsync
+
+from .conftest import reference_input, run_ffmpeg
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE_DIRS = ["otio_lipsync", "model", "train", "ffmpeg_filter"]
+
+
+def test_every_torch_load_in_the_tree_is_weights_only():
+    """A torch.load that may unpickle objects runs code from whoever wrote the file."""
+    offenders = []
+    for folder in SOURCE_DIRS:
+        for path in (REPO / folder).rglob("*.py"):
+            text = path.read_text()
+            for match in re.finditer(r"torch\.load\(", text):
+                depth, end = 0, match.end() - 1
+                for end in range(match.end() - 1, len(text)):  # the whole call, nested parentheses included
+                    depth += {"(": 1, ")": -1}.get(text[end], 0)
+                    if depth == 0:
+                        break
+                call = text[match.start():end + 1]
+                if not re.search(r"weights_only\s*=\s*True", call):
+                    line = text.count("\n", 0, match.start()) + 1
+                    offenders.append(f"{path.relative_to(REPO)}:{line}: {call}")
+    assert not offenders, "torch.load without weights_only=True:\n" + "\n".join(offenders)
+
+
+def _evil_file(path: Path, marker: Path, checkpoint_like: bool = True) -> Path:
+    """A real torch file whose unpickling would call os.mkdir(marker)."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    payload = {"model": {"w": Payload()}, "model_config": {}, "options": {"arch": "compact"}, "step": 1}
+    torch.save(payload if checkpoint_like else {"netcnnaud.0.weight": Payload()}, path)
+    return path
+
+
+def _one_error_line(result, path) -> str:
+    assert result.exit_code not in (0, None), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(path) in lines[0], result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", ["eval", "export", "fit --resume", "check --model"])
+def test_a_crafted_pickle_never_runs(tmp_path, case):
+    marker = tmp_path / "code-ran"
+    run = tmp_path / "run"
+    run.mkdir()
+    evil = _evil_file(run / "checkpoint.pt", marker)
+    if case == "eval":
+        result = CliRunner().invoke(train_cli, ["eval", str(evil), str(tmp_path / "data")])
+    elif case == "export":
+        result = CliRunner().invoke(train_cli, ["export", str(evil), "-o", str(tmp_path / "x.model")])
+        assert not (tmp_path / "x.model").exists()
+    elif case == "fit --resume":
+        result = CliRunner().invoke(train_cli, ["fit", str(tmp_path / "data"), "-o", str(run), "--resume"])
+    else:
+        media = tmp_path / "a.mp4"
+        media.write_bytes(b"never read")
+        result = CliRunner().invoke(lipsync, ["check", "--face-cropped", "--model", str(evil), str(media)])
+    line = _one_error_line(result, evil)
+    assert "run code" in line
+    assert not marker.exists(), "the file's code ran"
+
+
+@pytest.mark.parametrize("content", [None, b"", b"PK\x03\x04 truncated", "wrong-shape", "not-a-checkpoint"])
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_train_commands_name_a_missing_empty_or_damaged_file(tmp_path, content, command):
+    path = tmp_path / "bad.pt"
+    if content == "wrong-shape":
+        from otio_lipsync.model.compact import CompactSyncNet
+
+        state = CompactSyncNet().state_dict()
+        key = next(iter(state))
+        state[key] = torch.zeros(3, 3)
+        torch.save({"model": state, "model_config": {}, "options": {"arch": "compact"}, "step": 1}, path)
+    elif content == "not-a-checkpoint":
+        torch.save({"weights": torch.zeros(2)}, path)
+    elif content is not None:
+        path.write_bytes(content)
+    args = ["eval", str(path), str(tmp_path)] if command == "eval" else ["export", str(path), "-o",
+                                                                         str(tmp_path / "x.model")]
+    _one_error_line(CliRunner().invoke(train_cli, args), path)
+    assert not (tmp_path / "x.model").exists()
+
+
+def test_fit_resume_refuses_a_damaged_checkpoint_rather_than_restarting(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04" + b"\0" * 100)  # a write cut short
+    (run / ".lipsync-abc123.pt").write_bytes(b"half a checkpoint")  # the temp file of a killed write
+    result = CliRunner().invoke(train_cli, ["fit", str(tmp_path / "data"), "-o", str(run), "--resume"])
+    _one_error_line(result, run / "checkpoint.pt")
+    assert (run / "checkpoint.pt").read_bytes().startswith(b"PK"), "the damaged checkpoint is left for the user"
+    assert not (run / ".lipsync-abc123.pt").exists(), "the killed write's temp file is swept"
+
+
+def test_one_channel_of_a_7_1_aac_stream_is_measured_and_fixed(stand_in_path, ffmpeg_exe, tmp_path):
+    """PyAV crashed (SIGSEGV, exit 139) reading one channel of 7.1 AAC. Dialogue (120 ms late) on the
+    centre channel, silence elsewhere; run as a user does, in a process of its own, so a crash shows."""
+    src = tmp_path / "dialogue_centre_7.1.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_aoc_delay3")), "-t", "4", "-c:v", "copy", "-af",
+               "pan=7.1|c0=0*c0|c1=0*c0|c2=c0|c3=0*c0|c4=0*c0|c5=0*c0|c6=0*c0|c7=0*c0", "-c:a", "aac", str(src))
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "otio_lipsync"]
+    check = subprocess.run([*cmd, "check", "--face-cropped", "--model", str(stand_in_path), "--channel", "2",
+                            "--json", "-", str(src)], capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)[0]["offset_frames"] == -3
+    out = tmp_path / "fixed.mp4"
+    fixed = subprocess.run([*cmd, "fix", str(src), "-o", str(out), "--channel", "2", "--face-cropped", "--model",
+                            str(stand_in_path)], capture_output=True, text=True, env=env)
+    assert fixed.returncode == 0, fixed.stderr
+    assert f"{out}: residual +0 ms" in fixed.stdout
+    assert not list(tmp_path.glob("lipsync-fix-*")), "fix leaves no work folder behind"
