@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
     base = os.path.dirname(os.path.abspath(path))
     rows: list[dict] = []
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             if path.lower().endswith(".jsonl"):
                 for n, line in enumerate(f, 1):
                     if line.strip():
@@ -103,6 +104,10 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
                         for r in csv.DictReader(f)]
     except OSError as exc:
         raise BatchError(path, f"cannot read the manifest ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise BatchError(path, "not UTF-8 text (a manifest is a UTF-8 CSV or JSONL file)") from None
+    except csv.Error as exc:  # NUL bytes and the like: a binary file
+        raise BatchError(path, f"not a CSV manifest ({exc})") from None
     out = []
     for n, row in enumerate(rows, 1):
         if "path" not in row:
@@ -224,8 +229,11 @@ def assign_keys(items: list[Item], identity: str = "stat") -> None:
     for item in items:
         try:
             st = os.stat(item.path)
-            ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if identity == "stat" else \
-                {"size": st.st_size, "sha256": sha256_of(item.path)}
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the hash; the item fails with its reason
+                ident = {"not_a_file": True}
+            else:
+                ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if identity == "stat" else \
+                    {"size": st.st_size, "sha256": sha256_of(item.path)}
         except OSError:
             ident = {"missing": True}
         item.identity = ident
@@ -346,6 +354,24 @@ def _run_timeline(item: dict, results_dir: str) -> dict:
 
 def item_path(results_dir: str, key: str) -> str:
     return os.path.join(results_dir, "items", f"{key}.json")
+
+
+def has_result(results_dir: str, key: str, log) -> bool:
+    """Whether items/<key>.json holds a whole result; a truncated, empty or foreign one (a killed write by
+    other means, a hand edit) is reported and recomputed."""
+    path = item_path(results_dir, key)
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        if isinstance(result, dict) and result.get("key") == key and result.get("status") in ("ok", "error"):
+            return True
+        problem = "not a result for this item"
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        problem = f"unreadable ({exc.strerror if isinstance(exc, OSError) else 'not JSON'})"
+    log(f"lipsync batch: {path}: {problem}: recomputing it")
+    return False
 
 
 def _dump(payload) -> str:
@@ -666,7 +692,7 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
     check_scores(items)
     assign_keys(items, identity)
     os.makedirs(os.path.join(results_dir, "items"), exist_ok=True)
-    todo = [i.to_dict() for i in items if force or not os.path.exists(item_path(results_dir, i.key))]
+    todo = [i.to_dict() for i in items if force or not has_result(results_dir, i.key, log)]
     if len(todo) < len(items):
         log(f"lipsync batch: {len(items) - len(todo)} of {len(items)} item(s) already have a result (--force redoes)")
     workers = workers or default_workers()

@@ -68,7 +68,7 @@ def main():
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--face-cropped", is_flag=True,
               help="The footage is already a face crop (the whole frame is the face); frames that are "
                    "not 224x224 are resized. Without it: shots, face detection, tracks, per-face sync, "
@@ -389,7 +389,7 @@ def _score_metric_names():
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--metric", "metric_name", type=click.Choice(_score_metric_names()), default="lse", show_default=True,
               help="lse: LSE-D and LSE-C as Wav2Lip's evaluation scripts compute them on syncnet_python; "
                    "icsyncnet: probability at offset and offscreen ratio (IC-SyncNet), with a model trained "
@@ -619,7 +619,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 # --- lipsync batch: QC over whole projects, local pool or Ray ---------------------------------------
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("-o", "--output", "results_dir", required=True, type=click.Path(file_okay=False),
               help="RESULTS_DIR: items/<key>.json, results.jsonl, summary.csv, summary.json, report.html.")
 @click.option("--include", multiple=True, metavar="GLOB", help="Folders: only files matching GLOB (repeatable).")

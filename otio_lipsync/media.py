@@ -18,6 +18,7 @@ import glob
 import math
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,11 @@ def _check_path(path: str) -> None:
         raise MediaNotFound(path, "no such file")
     if os.path.isdir(path):
         raise UnreadableMedia(path, "is a directory, not a media file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        # a FIFO without a writer (or a device) would block forever; a stream goes through `-` (stdin)
+        raise UnreadableMedia(path, "not a regular file (a FIFO, socket or device): pipe a stream into `-` instead")
+    if not os.access(path, os.R_OK):
+        raise UnreadableMedia(path, "permission denied")
 
 
 def open_container(path: str):

@@ -134,3 +134,84 @@ def test_one_channel_of_a_7_1_aac_stream_is_measured_and_fixed(stand_in_path, ff
     assert fixed.returncode == 0, fixed.stderr
     assert f"{out}: residual +0 ms" in fixed.stdout
     assert not list(tmp_path.glob("lipsync-fix-*")), "fix leaves no work folder behind"
+
+
+def _lipsync(*args, timeout=300) -> subprocess.CompletedProcess:
+    """The CLI in a process of its own, with a deadline: a hang fails the test instead of stalling CI."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "otio_lipsync", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _grid_clip() -> Path:
+    from .test_batch import grid_clips
+
+    return grid_clips(1)[0]
+
+
+@pytest.mark.parametrize("command", ["check", "score", "batch"])
+def test_a_fifo_is_refused_in_one_line_and_the_other_files_are_measured(tmp_path, stand_in_path, command):
+    """A FIFO with no writer blocked the whole run forever (check FILE, score DIR, batch DIR)."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    good = folder / "a_good.mp4"
+    good.symlink_to(_grid_clip())
+    fifo = folder / "b_stuck.mp4"
+    os.mkfifo(fifo)
+    model = ["--model", str(stand_in_path)]
+    if command == "check":
+        proc = _lipsync("check", "--face-cropped", *model, "--json", "-", good, fifo)
+        measured = [r for r in json.loads(proc.stdout) if "error" not in r]
+    elif command == "score":
+        proc = _lipsync("score", "--face-cropped", *model, "--json", "-", folder)
+        measured = [f for f in json.loads(proc.stdout)["files"] if "error" not in f]
+    else:
+        out = tmp_path / "results"
+        proc = _lipsync("batch", folder, "-o", out, "--face-cropped", *model, "--workers", "1", "--no-progress")
+        measured = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        measured = [r for r in measured if r["status"] == "ok"]
+    assert proc.returncode == 2, proc.stderr
+    assert [Path(r["file"]).name for r in measured] == ["a_good.mp4"]
+    lines = [line for line in proc.stderr.splitlines() if str(fifo) in line and "not a regular file" in line]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unreadable_file_is_one_line_and_the_others_are_measured(tmp_path, stand_in_path):
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(_grid_clip().read_bytes())
+    locked.chmod(0)
+    if os.access(locked, os.R_OK):
+        pytest.skip("running as root (or with CAP_DAC_OVERRIDE): a mode-000 file is still readable here")
+    proc = _lipsync("check", "--face-cropped", "--model", stand_in_path, "--json", "-", _grid_clip(), locked)
+    assert proc.returncode == 2, proc.stderr
+    results = json.loads(proc.stdout)
+    assert "error" not in results[0] and "permission denied" in results[1]["error"]
+    assert f"{locked}: permission denied" in proc.stderr
+
+
+@pytest.mark.parametrize("content", ["utf-16", "binary"])
+def test_a_manifest_that_is_not_utf8_text_is_one_line(tmp_path, content):
+    manifest = tmp_path / "reels.csv"
+    if content == "utf-16":
+        manifest.write_text("path,face_cropped\nx.mp4,true\n", encoding="utf-16")
+    else:
+        manifest.write_bytes(bytes(range(256)) * 4)
+    proc = _lipsync("batch", manifest, "-o", tmp_path / "out", "--no-progress")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(manifest) in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_corrupt_item_file_is_recomputed_with_a_warning(tmp_path, stand_in_path):
+    out = tmp_path / "results"
+    args = [_grid_clip(), "-o", out, "--face-cropped", "--model", stand_in_path, "--workers", "1", "--no-progress"]
+    assert _lipsync("batch", *args).returncode == 0
+    item = next((out / "items").glob("*.json"))
+    whole = item.read_text()
+    for damage in (whole[: len(whole) // 2], "", "{}"):
+        item.write_text(damage)
+        proc = _lipsync("batch", *args)
+        assert proc.returncode == 0, proc.stderr
+        assert f"{item}:" in proc.stderr and "recomputing" in proc.stderr
+        assert json.loads(item.read_text())["status"] == "ok"
