@@ -15,6 +15,7 @@ written to a temp file beside OUT and renamed, never over its input.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
     and broadcast files carry), else AAC."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}")
+    if not math.isfinite(delay_ms):
+        raise CannotFix(source, f"--delay-ms {delay_ms}: must be a finite number of milliseconds")
     container = COPY_CANNOT_SHIFT.get(os.path.splitext(target)[1].lower())
     if method == "copy" and container and delay_ms:
         raise CannotFix(source, f"{container} cannot record a start offset for copied audio (ffmpeg's muxer drops "
@@ -76,6 +79,10 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
         raise NoVideoStream(source, "has no video stream")
     if not info.has_audio:
         raise NoAudioStream(source, "has no audio stream")
+    if info.duration_s and abs(delay_ms) >= info.duration_s * 1000:
+        # the whole sound would leave the picture: an output with no audio (or none decodable), never a fix
+        raise CannotFix(source, f"--delay-ms {delay_ms:g}: the shift is longer than the media "
+                        f"({info.duration_s * 1000:.0f} ms)")
     if audio_codec is None:
         audio_codec = info.audio_codec if (info.audio_codec or "").startswith("pcm_") else "aac"
     exe = find_ffmpeg(ffmpeg)

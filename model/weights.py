@@ -147,6 +147,9 @@ def check_state_dict(path, state: dict, net: torch.nn.Module) -> None:
     for k, shape in expected.items():
         if tuple(state[k].shape) != tuple(shape):
             raise BadWeights(path, f"tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}")
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            # NaN or inf weights give NaN distances: `confidence nan` that looks like a measurement
+            raise BadWeights(path, f"tensor {k} holds NaN or infinite values (a diverged or damaged model)")
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -23,6 +24,19 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
+def check_targets(*targets) -> None:
+    """Refuse, before any work, each output option that cannot be written (a directory, a missing folder)."""
+    from .errors import OutputError
+    from .outputs import check_target
+
+    for target in targets:
+        if target is not None:
+            try:
+                check_target(target)
+            except OutputError as exc:
+                _fail(str(exc))
+
+
 def write_json_atomic(path: str, payload) -> None:
     """`-` is stdout; a file is written to a temp file beside it and renamed into place."""
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
@@ -30,10 +44,16 @@ def write_json_atomic(path: str, payload) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    from .errors import OutputError
     from .outputs import atomic_output
 
-    with atomic_output(path, ".json") as tmp, open(tmp, "w") as f:
-        f.write(text)
+    try:
+        with atomic_output(path, ".json") as tmp, open(tmp, "w") as f:
+            f.write(text)
+    except OutputError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{path}: cannot write it ({exc.strerror or exc})")
 
 
 def load_engine(model_name: str | None, vshift: int | None = None, batch_size: int | None = None,
@@ -44,6 +64,15 @@ def load_engine(model_name: str | None, vshift: int | None = None, batch_size: i
     from .model import BadWeights, ModelNotFound, load
     from .sync import SyncEngine
 
+    from .sync import MAX_BATCH, MAX_VSHIFT
+
+    # limits that say what they are, before the model loads (memory grows with both)
+    if vshift is not None and not 0 <= vshift <= MAX_VSHIFT:
+        _fail(f"--vshift {vshift}: must be 0 to {MAX_VSHIFT} frames (+-{MAX_VSHIFT / 25:g} s at 25 fps)")
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
+        _fail(f"--batch-size {batch_size}: must be 1 to {MAX_BATCH} windows")
+    if threads is not None and threads < 1:
+        _fail(f"--threads {threads}: must be at least 1")
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -145,6 +174,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
         _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
     if reference_decode and not face_cropped:
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
+    check_targets(json_path)
     engine = load_engine(model_name, vshift, batch_size, threads, precision)
     detector_name, detector, footage_options = detector, None, None
     if not face_cropped:
@@ -328,6 +358,7 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
     from .ffmpeg_filter.fix import plan_fix, run_fix
     from .footage import FootageOptions
 
+    check_targets(target)
     engine = None
     needs_model = delay_ms == "auto" or not (no_verify or dry_run)
     detector = None
@@ -464,6 +495,7 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     if reference_decode and channel is not None:
         _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
+    check_targets(json_path, csv_path, filter_path)
     paths = expand_inputs(files)
     if not paths:
         _fail(f"no video files found in {', '.join(files)}")
@@ -586,6 +618,9 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 
     if os.path.abspath(source) == os.path.abspath(target):
         _fail(f"{target}: the output would overwrite the input timeline; choose another -o")
+    check_targets(target, json_path)
+    if delay_ms is not None and not math.isfinite(delay_ms):
+        _fail(f"--delay-ms {delay_ms}: must be a finite number of milliseconds")
     options = {"slip": slip, "unslip": unslip, "media_root": media_root, "cache_dir": cache_dir,
                "model": model_name, "min_confidence": min_confidence, "slip_min_confidence": slip_min_confidence,
                "face_cropped": face_cropped, "handle_s": handle_s, "delay_ms": delay_ms, "quiet": quiet}

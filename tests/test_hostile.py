@@ -215,3 +215,68 @@ def test_a_corrupt_item_file_is_recomputed_with_a_warning(tmp_path, stand_in_pat
         assert proc.returncode == 0, proc.stderr
         assert f"{item}:" in proc.stderr and "recomputing" in proc.stderr
         assert json.loads(item.read_text())["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory, ffmpeg_exe) -> Path:
+    """2 s of test pattern and tone: enough for fix, no face needed with --no-verify."""
+    path = tmp_path_factory.mktemp("media") / "small.mp4"
+    run_ffmpeg(ffmpeg_exe, "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=2", "-f", "lavfi", "-i",
+               "sine=frequency=440:sample_rate=16000:duration=2", "-c:v", "libx264", "-c:a", "aac", "-shortest",
+               str(path))
+    return path
+
+
+def _refused(result, *words) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--json", "{tmp}"], ["{tmp}", "is a directory"]),
+    (["--json", "{tmp}/no/such/x.json"], ["x.json", "no such folder"]),
+    (["--batch-size", "0"], ["--batch-size 0"]),
+    (["--vshift", "-1"], ["--vshift -1"]),
+    (["--vshift", "100000"], ["--vshift 100000", "250"]),
+    (["--threads", "0"], ["--threads 0"]),
+])
+def test_check_options_that_cannot_work_are_refused_up_front(tmp_path, small_clip, args, words):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(lipsync, ["check", "--face-cropped", *args, str(small_clip)])
+    _refused(result, *[w.replace("{tmp}", str(tmp_path)) for w in words])
+
+
+@pytest.mark.parametrize("delay", ["nan", "inf", "-inf", "1e9", "-1e9", "2000"])
+def test_fix_refuses_a_delay_that_is_not_finite_or_longer_than_the_media(tmp_path, small_clip, delay, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(lipsync, ["fix", str(small_clip), "-o", str(out), "--delay-ms", delay, "--no-verify"])
+    _refused(result, str(small_clip), "--delay-ms")
+    assert not out.exists() and not list(tmp_path.glob("lipsync-fix-*")) and not list(tmp_path.glob(".lipsync-*"))
+
+
+def test_fix_within_the_duration_still_works_and_a_folder_as_output_is_refused(tmp_path, small_clip):
+    ok = CliRunner().invoke(lipsync, ["fix", str(small_clip), "-o", str(tmp_path / "ok.mp4"), "--delay-ms", "1900",
+                                      "--no-verify"])
+    assert ok.exit_code == 0, ok.output
+    _refused(CliRunner().invoke(lipsync, ["fix", str(small_clip), "-o", str(tmp_path), "--delay-ms", "40",
+                                          "--no-verify"]), str(tmp_path), "is a directory")
+
+
+@pytest.mark.parametrize("delay", ["nan", "inf"])
+def test_otio_refuses_a_delay_that_is_not_finite(tmp_path, delay):
+    result = CliRunner().invoke(lipsync, ["otio", str(tmp_path / "edit.otio"), "-o", str(tmp_path / "out.otio"),
+                                          "--delay-ms", delay])
+    _refused(result, "--delay-ms")
+
+
+def test_a_model_with_nan_weights_is_refused_not_measured(tmp_path, stand_in, small_clip):
+    state = stand_in.net.state_dict()
+    state["netfcaud.3.weight"] = torch.full_like(state["netfcaud.3.weight"], float("nan"))
+    path = tmp_path / "diverged.model"
+    torch.save(state, path)
+    result = CliRunner().invoke(lipsync, ["check", "--face-cropped", "--model", str(path), str(small_clip)])
+    _refused(result, str(path), "NaN")
