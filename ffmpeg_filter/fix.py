@@ -15,14 +15,16 @@ written to a temp file beside OUT and renamed, never over its input.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
 from dataclasses import dataclass
 
+from ..children import die_with_parent
 from ..errors import LipsyncError, NoAudioStream, NoVideoStream, OutputError
 from ..media import find_ffmpeg, probe
-from ..outputs import atomic_output
+from ..outputs import atomic_output, sweep_stale
 
 METHODS = ("copy", "reencode")
 # containers whose ffmpeg muxer silently drops the start offset of copied audio (tested: the output
@@ -105,9 +107,11 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
 
 def run_fix(plan: FixPlan) -> str:
     """Run the plan into a temp file beside the target and rename it into place."""
+    sweep_stale(os.path.dirname(os.path.abspath(plan.target)))  # a killed fix's partial output
     with atomic_output(plan.target) as tmp:
         try:
-            proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True)
+            proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True,
+                                  preexec_fn=functools.partial(die_with_parent, os.getpid()))
         except OSError as exc:
             raise FfmpegFailed(plan.source, f"cannot run ffmpeg ({exc})") from None
         if proc.returncode != 0:

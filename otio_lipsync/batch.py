@@ -250,9 +250,15 @@ _engines: dict = {}
 _detector = None
 
 
-def init_worker(threads: int) -> None:
-    """Process initializer: torch threads per worker so workers do not fight over cores."""
+def init_worker(threads: int, parent_pid: int | None = None) -> None:
+    """Process initializer: torch threads per worker so workers do not fight over cores; the worker dies
+    with the driver (a kill -9 of the driver leaves no worker computing for nobody)."""
     import torch
+
+    from .children import die_with_parent
+
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
 
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
@@ -408,6 +414,33 @@ def crash_result(item: dict, reason: str) -> dict:
                        "error": f"{item['path']}: worker failed ({reason})", "error_type": "WorkerFailed"}}
 
 
+MAX_WORKERS_PER_CORE = 2
+LOCK_FILE = ".batch.lock"
+
+
+def lock_results(results_dir: str):
+    """An exclusive lock on RESULTS_DIR (an open file; closing it releases the lock): a second batch on the
+    same folder is refused in one line instead of computing every item twice."""
+    import fcntl
+
+    f = open(os.path.join(results_dir, LOCK_FILE), "a+")  # noqa: SIM115 - held for the whole batch
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise BatchError(results_dir, f"another lipsync batch ({holder}) is writing to this results folder; "
+                                      f"wait for it or choose another -o") from None
+    except OSError:  # a filesystem without locks (some network mounts): run unlocked, as before
+        return f
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+
+
 def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -425,7 +458,8 @@ def run_local(todo: list[dict], results_dir: str, workers: int, done, threads: i
     attempts: dict = {}
     while pending:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                                 initargs=(threads, os.getpid())) as pool:
             futures = {pool.submit(run_item, item, results_dir): item for item in pending}
             pending = []
             broken = False
@@ -692,10 +726,15 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
     check_scores(items)
     assign_keys(items, identity)
     os.makedirs(os.path.join(results_dir, "items"), exist_ok=True)
+    lock = lock_results(results_dir)  # held until this process ends (released by the kernel, even on kill -9)
     todo = [i.to_dict() for i in items if force or not has_result(results_dir, i.key, log)]
     if len(todo) < len(items):
         log(f"lipsync batch: {len(items) - len(todo)} of {len(items)} item(s) already have a result (--force redoes)")
     workers = workers or default_workers()
+    if not (ray or ray_address) and workers > MAX_WORKERS_PER_CORE * default_workers():
+        log(f"lipsync batch: --workers {workers} capped at {MAX_WORKERS_PER_CORE * default_workers()} "
+            f"({MAX_WORKERS_PER_CORE} per CPU core: each worker holds a model and a decode buffer)")
+        workers = MAX_WORKERS_PER_CORE * default_workers()
     bar = tqdm(total=len(todo), desc="lipsync batch", unit="item", file=sys.stderr, disable=not progress or None,
                smoothing=0.1)
 
@@ -712,4 +751,7 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
             run_local(todo, results_dir, min(workers, len(todo)), done, threads)
     finally:
         bar.close()
-    return finish(results_dir, items, options.get("standard"), plots, score_filter)
+    try:
+        return finish(results_dir, items, options.get("standard"), plots, score_filter)
+    finally:
+        lock.close()

@@ -372,8 +372,13 @@ def fix(source, target, delay_ms, method, dry_run, face_cropped, model_name, pre
             except DetectorUnavailable as exc:
                 _fail(str(exc))
     say = functools.partial(click.echo, err=target == "-")  # stdout may be the video itself
+    from .children import exit_on_sigterm
+    from .outputs import sweep_stale
+
+    exit_on_sigterm()  # a TERM removes the work folder and the partial output, and stops ffmpeg
+    sweep_stale(tempfile.gettempdir(), "lipsync-fix-")  # work folders of fixes killed with -9
     try:
-        with tempfile.TemporaryDirectory(prefix="lipsync-fix-") as work:
+        with tempfile.TemporaryDirectory(prefix=f"lipsync-fix-{os.getpid()}-") as work:
             source_path, target_path = source, target
             if source == "-":  # a pipe can be read once; measuring and writing both need it
                 source_path = os.path.join(work, "stdin.mkv")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -280,3 +282,73 @@ def test_a_model_with_nan_weights_is_refused_not_measured(tmp_path, stand_in, sm
     torch.save(state, path)
     result = CliRunner().invoke(lipsync, ["check", "--face-cropped", "--model", str(path), str(small_clip)])
     _refused(result, str(path), "NaN")
+
+
+def _running(pid: int) -> bool:
+    """True while pid runs (a zombie nobody reaped yet counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_fix_takes_its_ffmpeg_with_it_and_leaves_nothing_behind(tmp_path, small_clip, sig):
+    """kill -TERM: ffmpeg stopped, temp output and work folder removed at once. kill -9: ffmpeg dies with
+    its parent (Linux parent-death signal); the next fix sweeps the dead run's temp files."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux's")
+    work = tmp_path / "tmp"
+    work.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    pid_file = tmp_path / "ffmpeg.pid"
+    slow = tmp_path / "slow-ffmpeg"
+    slow.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 120\n")  # an ffmpeg that takes its time
+    slow.chmod(0o755)
+    env = {**os.environ, "TMPDIR": str(work)}
+    fix = [sys.executable, "-m", "otio_lipsync", "fix", str(small_clip), "--delay-ms", "40", "--no-verify",
+           "--method", "reencode"]
+    proc = subprocess.Popen([*fix, "-o", str(out_dir / "a.mp4"), "--ffmpeg", str(slow)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()
+        time.sleep(0.05)
+    ffmpeg_pid = int(pid_file.read_text())
+    assert list(work.glob("lipsync-fix-*")) and list(out_dir.glob(".lipsync-*"))  # the run is under way
+    proc.send_signal(sig)
+    proc.wait(30)
+    proc.stderr.close()
+    deadline = time.time() + 10
+    while _running(ffmpeg_pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _running(ffmpeg_pid), "ffmpeg outlived lipsync"
+    assert not (out_dir / "a.mp4").exists()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+    else:  # the next fix (any output in that folder) sweeps what the killed one left
+        again = subprocess.run([*fix, "-o", str(out_dir / "b.mp4")], env=env, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+    assert not list(work.glob("lipsync-fix-*")), "work folder left behind"
+    assert not list(out_dir.glob(".lipsync-*")), "temp output left behind"
+
+
+def test_workers_are_capped_and_a_results_folder_takes_a_lock(tmp_path, stand_in_path):
+    from otio_lipsync.batch import lock_results
+
+    out = tmp_path / "results"
+    args = [_grid_clip(), "-o", out, "--face-cropped", "--model", stand_in_path, "--no-progress"]
+    proc = _lipsync("batch", *args, "--workers", "1000")
+    assert proc.returncode == 0, proc.stderr
+    assert "--workers 1000 capped at" in proc.stderr
+    held = lock_results(str(out))  # a batch that is still running on the folder
+    try:
+        second = _lipsync("batch", *args, "--force")
+    finally:
+        held.close()
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "another lipsync batch" in lines[0], second.stderr
+    assert _lipsync("batch", *args, "--force").returncode == 0  # released: the next batch runs
