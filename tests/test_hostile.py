@@ -352,3 +352,28 @@ def test_workers_are_capped_and_a_results_folder_takes_a_lock(tmp_path, stand_in
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "another lipsync batch" in lines[0], second.stderr
     assert _lipsync("batch", *args, "--force").returncode == 0  # released: the next batch runs
+
+
+def test_kill_9_of_the_batch_driver_takes_its_workers_with_it(tmp_path, stand_in_path):
+    from .test_batch import grid_clips
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    out = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LIPSYNC_BATCH_PID_DIR": str(pids)}
+    proc = subprocess.Popen([sys.executable, "-m", "otio_lipsync", "batch", *map(str, grid_clips(6)), "-o", str(out),
+                             "--face-cropped", "--model", str(stand_in_path), "--workers", "2", "--no-progress"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(pids.glob("*.pid"))) < 1:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # the pid file is written before its content
+    workers = {int(p.read_text()) for p in pids.glob("*.pid") if p.read_text().strip()}
+    assert workers
+    proc.kill()
+    proc.wait(30)
+    deadline = time.time() + 15
+    while any(_running(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(w) for w in workers), "pool workers outlived the killed driver"
