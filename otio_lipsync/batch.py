@@ -117,6 +117,12 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
             raise BatchError(path, f"row {n}: unknown option(s) {', '.join(sorted(unknown))} "
                                    f"(known: {', '.join(sorted(ITEM_OPTIONS))})")
         options = {k: v for k, v in row.items() if k != "path"}
+        for key in ("audio_stream", "channel"):  # a CSV cell "1" or "0" reads as a boolean
+            if isinstance(options.get(key), bool):
+                options[key] = int(options[key])
+        problem = _bad_value(options)
+        if problem:  # here, once, rather than as a worker error per item
+            raise BatchError(path, f"row {n}: {problem}")
         if "score" in options:
             options["score"] = None if options["score"] in (None, "none") else str(options["score"])
             if options["score"] is not None and options["score"] not in _metrics():
@@ -124,6 +130,27 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
                                        f"(known: {', '.join(_metrics())})")
         out.append((os.path.join(base, os.path.expanduser(str(row["path"]))), options))
     return out
+
+
+def _bad_value(options: dict) -> str | None:
+    """What is wrong with a manifest row's option values, or None."""
+    from .ffmpeg_filter.qc import STANDARDS
+
+    for key in ("face_cropped", "fix", "slip"):
+        if key in options and options[key] not in (True, False):
+            return f"{key} must be true or false, not {options[key]!r}"
+    for key in ("audio_stream", "channel"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, int) and value >= 0):
+            return f"{key} must be a whole number from 0, not {value!r}"
+    if options.get("standard") is not None and options["standard"] not in STANDARDS:
+        return f"unknown standard {options['standard']!r} (known: {', '.join(STANDARDS)})"
+    if "fix_method" in options and options["fix_method"] not in ("copy", "reencode"):
+        return f"fix_method must be copy or reencode, not {options['fix_method']!r}"
+    value = options.get("min_confidence")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"min_confidence must be a number, not {value!r}"
+    return None
 
 
 def _metrics() -> list[str]:

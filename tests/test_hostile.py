@@ -377,3 +377,27 @@ def test_kill_9_of_the_batch_driver_takes_its_workers_with_it(tmp_path, stand_in
     while any(_running(w) for w in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(_running(w) for w in workers), "pool workers outlived the killed driver"
+
+
+@pytest.mark.parametrize("column, value, words", [
+    ("standard", "not-a-standard", "unknown standard"),
+    ("channel", "abc", "channel must be"),
+    ("face_cropped", "maybe", "face_cropped must be"),
+    ("fix_method", "sideways", "fix_method must be"),
+])
+def test_manifest_values_are_checked_before_any_item_runs(tmp_path, column, value, words):
+    manifest = tmp_path / "reels.csv"
+    manifest.write_text(f"path,{column}\na.mp4,{value}\n")
+    proc = _lipsync("batch", manifest, "-o", tmp_path / "out", "--no-progress")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(manifest) in lines[0] and "row 1" in lines[0] and words in lines[0], proc.stderr
+
+
+def test_a_manifest_channel_of_1_is_channel_1_not_true(tmp_path):
+    from otio_lipsync.batch import read_manifest
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,channel,audio_stream\na.mp4,1,0\n")
+    (_, options), = read_manifest(str(manifest))
+    assert options["channel"] == 1 and type(options["channel"]) is int and type(options["audio_stream"]) is int
