@@ -297,11 +297,16 @@ def models(ctx, as_json):
 @models.command("download")
 @click.argument("name")
 @click.option("--url", default=None, help="Download from this URL instead of the published location.")
-def models_download(name, url):
+@click.option("--deadline", default=None, type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Give up (exit 2, nothing kept) when the whole download takes longer (default 900).")
+def models_download(name, url, deadline):
     """Download model NAME into the user cache (it must load before it is kept)."""
     from tqdm import tqdm
 
+    from .children import exit_on_sigterm
     from .model import BadWeights, ModelNotFound, registry
+
+    exit_on_sigterm()  # a TERM removes the partial download
 
     bar = tqdm(unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=None)
 
@@ -310,7 +315,7 @@ def models_download(name, url):
         bar.update(n)
 
     try:
-        target = registry.download(name, url=url, progress=progress)
+        target = registry.download(name, url=url, progress=progress, deadline_s=deadline or registry.DOWNLOAD_DEADLINE_S)
     except (ModelNotFound, BadWeights) as exc:
         _fail(str(exc))
     except OSError as exc:

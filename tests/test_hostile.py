@@ -401,3 +401,39 @@ def test_a_manifest_channel_of_1_is_channel_1_not_true(tmp_path):
     manifest.write_text("path,channel,audio_stream\na.mp4,1,0\n")
     (_, options), = read_manifest(str(manifest))
     assert options["channel"] == 1 and type(options["channel"]) is int and type(options["audio_stream"]) is int
+
+
+def test_a_download_that_drips_is_dropped_at_its_deadline(tmp_path, monkeypatch):
+    """A server sending a byte now and then never trips a per-read timeout: the whole download has one."""
+    import socket
+    import threading
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(lipsync, ["models", "download", "slow", "--url",
+                                              f"http://127.0.0.1:{server.getsockname()[1]}/slow.model",
+                                              "--deadline", "1"])
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        server.close()
+    assert result.exit_code == 2 and elapsed < 10, result.output
+    assert "deadline" in result.output and "slow" in result.output
+    assert not list((tmp_path / "cache").rglob("*.part")) and not list((tmp_path / "cache").rglob("*.model"))
