@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 import sys
@@ -629,8 +628,6 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
     if os.path.abspath(source) == os.path.abspath(target):
         _fail(f"{target}: the output would overwrite the input timeline; choose another -o")
     check_targets(target, json_path)
-    if delay_ms is not None and not math.isfinite(delay_ms):
-        _fail(f"--delay-ms {delay_ms}: must be a finite number of milliseconds")
     options = {"slip": slip, "unslip": unslip, "media_root": media_root, "cache_dir": cache_dir,
                "model": model_name, "min_confidence": min_confidence, "slip_min_confidence": slip_min_confidence,
                "face_cropped": face_cropped, "handle_s": handle_s, "delay_ms": delay_ms, "quiet": quiet}

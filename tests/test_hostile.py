@@ -272,7 +272,7 @@ def test_fix_within_the_duration_still_works_and_a_folder_as_output_is_refused(t
 def test_otio_refuses_a_delay_that_is_not_finite(tmp_path, delay):
     result = CliRunner().invoke(lipsync, ["otio", str(tmp_path / "edit.otio"), "-o", str(tmp_path / "out.otio"),
                                           "--delay-ms", delay])
-    _refused(result, "--delay-ms")
+    _refused(result, "delay_ms", "finite")
 
 
 def test_a_model_with_nan_weights_is_refused_not_measured(tmp_path, stand_in, small_clip):
