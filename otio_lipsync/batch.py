@@ -754,6 +754,10 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
     assign_keys(items, identity)
     os.makedirs(os.path.join(results_dir, "items"), exist_ok=True)
     lock = lock_results(results_dir)  # held until this process ends (released by the kernel, even on kill -9)
+    from .outputs import sweep_stale
+
+    for folder in ("", "items", "fixed", "timelines"):  # temp files of a batch killed while writing
+        sweep_stale(os.path.join(results_dir, folder))
     todo = [i.to_dict() for i in items if force or not has_result(results_dir, i.key, log)]
     if len(todo) < len(items):
         log(f"lipsync batch: {len(items) - len(todo)} of {len(items)} item(s) already have a result (--force redoes)")

@@ -437,3 +437,17 @@ def test_a_download_that_drips_is_dropped_at_its_deadline(tmp_path, monkeypatch)
     assert result.exit_code == 2 and elapsed < 10, result.output
     assert "deadline" in result.output and "slow" in result.output
     assert not list((tmp_path / "cache").rglob("*.part")) and not list((tmp_path / "cache").rglob("*.model"))
+
+
+def test_a_killed_batch_writes_temp_files_the_next_batch_sweeps(tmp_path):
+    from otio_lipsync.outputs import sweep_stale
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    (tmp_path / f".lipsync-{pid}-abc.json").write_text("{")
+    (tmp_path / f".lipsync-{os.getpid()}-live.json").write_text("{")  # a live process's: kept
+    (tmp_path / ".lipsync-notapid.json").write_text("{")  # not ours to judge: kept
+    removed = sweep_stale(str(tmp_path))
+    assert [Path(p).name for p in removed] == [f".lipsync-{pid}-abc.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".lipsync-{os.getpid()}-live.json",
+                                                                 ".lipsync-notapid.json"])
