@@ -61,9 +61,7 @@ def load_engine(model_name: str | None, vshift: int | None = None, batch_size: i
     import torch
 
     from .model import BadWeights, ModelNotFound, load
-    from .sync import SyncEngine
-
-    from .sync import MAX_BATCH, MAX_VSHIFT
+    from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine
 
     # limits that say what they are, before the model loads (memory grows with both)
     if vshift is not None and not 0 <= vshift <= MAX_VSHIFT:
@@ -306,7 +304,6 @@ def models_download(name, url, deadline):
     from .model import BadWeights, ModelNotFound, registry
 
     exit_on_sigterm()  # a TERM removes the partial download
-
     bar = tqdm(unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=None)
 
     def progress(n, total):
@@ -314,7 +311,8 @@ def models_download(name, url, deadline):
         bar.update(n)
 
     try:
-        target = registry.download(name, url=url, progress=progress, deadline_s=deadline or registry.DOWNLOAD_DEADLINE_S)
+        target = registry.download(name, url=url, progress=progress,
+                                   deadline_s=deadline or registry.DOWNLOAD_DEADLINE_S)
     except (ModelNotFound, BadWeights) as exc:
         _fail(str(exc))
     except OSError as exc:
