@@ -15,13 +15,16 @@ written to a temp file beside OUT and renamed, never over its input.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import subprocess
 from dataclasses import dataclass
 
+from ..children import die_with_parent
 from ..errors import LipsyncError, NoAudioStream, NoVideoStream, OutputError
 from ..media import find_ffmpeg, probe
-from ..outputs import atomic_output
+from ..outputs import atomic_output, sweep_stale
 
 METHODS = ("copy", "reencode")
 # containers whose ffmpeg muxer silently drops the start offset of copied audio (tested: the output
@@ -65,6 +68,8 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
     and broadcast files carry), else AAC."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}")
+    if not math.isfinite(delay_ms):
+        raise CannotFix(source, f"--delay-ms {delay_ms}: must be a finite number of milliseconds")
     container = COPY_CANNOT_SHIFT.get(os.path.splitext(target)[1].lower())
     if method == "copy" and container and delay_ms:
         raise CannotFix(source, f"{container} cannot record a start offset for copied audio (ffmpeg's muxer drops "
@@ -76,6 +81,10 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
         raise NoVideoStream(source, "has no video stream")
     if not info.has_audio:
         raise NoAudioStream(source, "has no audio stream")
+    if info.duration_s and abs(delay_ms) >= info.duration_s * 1000:
+        # the whole sound would leave the picture: an output with no audio (or none decodable), never a fix
+        raise CannotFix(source, f"--delay-ms {delay_ms:g}: the shift is longer than the media "
+                        f"({info.duration_s * 1000:.0f} ms)")
     if audio_codec is None:
         audio_codec = info.audio_codec if (info.audio_codec or "").startswith("pcm_") else "aac"
     exe = find_ffmpeg(ffmpeg)
@@ -98,9 +107,11 @@ def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", au
 
 def run_fix(plan: FixPlan) -> str:
     """Run the plan into a temp file beside the target and rename it into place."""
+    sweep_stale(os.path.dirname(os.path.abspath(plan.target)))  # a killed fix's partial output
     with atomic_output(plan.target) as tmp:
         try:
-            proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True)
+            proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True,
+                                  preexec_fn=functools.partial(die_with_parent, os.getpid()))
         except OSError as exc:
             raise FfmpegFailed(plan.source, f"cannot run ffmpeg ({exc})") from None
         if proc.returncode != 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +134,14 @@ def listing() -> list[dict]:
     return rows
 
 
-def download(name: str, url: str | None = None, timeout: float = 60.0, progress=None) -> Path:
-    """Fetch a known model into the cache, atomically; the file must load before it is kept."""
+DOWNLOAD_DEADLINE_S = 900.0  # the whole download; syncnet_v2 is 52 MB
+
+
+def download(name: str, url: str | None = None, timeout: float = 60.0, progress=None,
+             deadline_s: float = DOWNLOAD_DEADLINE_S) -> Path:
+    """Fetch a known model into the cache, atomically; the file must load before it is kept. `timeout`
+    bounds each wait for data, `deadline_s` the whole download (a server that drips bytes is dropped:
+    TimeoutError, an OSError)."""
     known = KNOWN_MODELS.get(name)
     url = url or (known.url if known else None)
     if not url:
@@ -142,13 +149,16 @@ def download(name: str, url: str | None = None, timeout: float = 60.0, progress=
     target = cache_dir() / f"{name}.model"
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target.parent)
+    end = time.monotonic() + deadline_s
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0)
-            while block := resp.read(1 << 20):
+            while block := resp.read1(1 << 20):  # whatever arrived: the deadline is checked between reads
                 out.write(block)
                 if progress:
                     progress(len(block), total)
+                if time.monotonic() > end:
+                    raise TimeoutError(f"not complete after {deadline_s:g} s (deadline)")
         loaded = load_model(tmp)
         if known and known.sha256 and loaded.sha256 != known.sha256:
             raise BadWeights(url, f"sha256 {loaded.sha256} does not match the published {known.sha256}")

@@ -110,6 +110,25 @@ def _read(path: Path):
                              f"{_first_line(exc)})") from None
 
 
+def read_torch_file(path: str | os.PathLike):
+    """The one way any model or checkpoint file is read (lipsync, lipsync-train eval/export/fit --resume):
+    `weights_only=True`, so a file can only hold tensors and plain data, never code; a missing, empty,
+    truncated or hostile file is a BadWeights naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise BadWeights(path, "file does not exist")
+    if path.is_dir():
+        raise BadWeights(path, "is a directory, not a model or checkpoint file")
+    if not path.is_file():
+        raise BadWeights(path, "not a regular file (a FIFO or device would block)")
+    if path.stat().st_size == 0:
+        raise BadWeights(path, "is empty (0 bytes)")
+    try:
+        return _read(path)
+    except OSError as exc:
+        raise BadWeights(path, f"cannot read it ({exc.strerror or exc})") from None
+
+
 def check_state_dict(path, state: dict, net: torch.nn.Module) -> None:
     """Exact key set and shapes, or one line saying the first thing that differs."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -128,6 +147,9 @@ def check_state_dict(path, state: dict, net: torch.nn.Module) -> None:
     for k, shape in expected.items():
         if tuple(state[k].shape) != tuple(shape):
             raise BadWeights(path, f"tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}")
+        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+            # NaN or inf weights give NaN distances: `confidence nan` that looks like a measurement
+            raise BadWeights(path, f"tensor {k} holds NaN or infinite values (a diverged or damaged model)")
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
@@ -136,7 +158,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         raise BadWeights(path, "model file does not exist")
     if path.is_dir():
         raise BadWeights(path, "is a directory, not a model file")
-    obj = _read(path)
+    obj = read_torch_file(path)
     if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
         arch = obj.get("architecture")
         if arch not in ARCHITECTURES:

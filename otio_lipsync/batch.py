@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
     base = os.path.dirname(os.path.abspath(path))
     rows: list[dict] = []
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             if path.lower().endswith(".jsonl"):
                 for n, line in enumerate(f, 1):
                     if line.strip():
@@ -103,6 +104,10 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
                         for r in csv.DictReader(f)]
     except OSError as exc:
         raise BatchError(path, f"cannot read the manifest ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise BatchError(path, "not UTF-8 text (a manifest is a UTF-8 CSV or JSONL file)") from None
+    except csv.Error as exc:  # NUL bytes and the like: a binary file
+        raise BatchError(path, f"not a CSV manifest ({exc})") from None
     out = []
     for n, row in enumerate(rows, 1):
         if "path" not in row:
@@ -112,6 +117,12 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
             raise BatchError(path, f"row {n}: unknown option(s) {', '.join(sorted(unknown))} "
                                    f"(known: {', '.join(sorted(ITEM_OPTIONS))})")
         options = {k: v for k, v in row.items() if k != "path"}
+        for key in ("audio_stream", "channel"):  # a CSV cell "1" or "0" reads as a boolean
+            if isinstance(options.get(key), bool):
+                options[key] = int(options[key])
+        problem = _bad_value(options)
+        if problem:  # here, once, rather than as a worker error per item
+            raise BatchError(path, f"row {n}: {problem}")
         if "score" in options:
             options["score"] = None if options["score"] in (None, "none") else str(options["score"])
             if options["score"] is not None and options["score"] not in _metrics():
@@ -119,6 +130,27 @@ def read_manifest(path: str) -> list[tuple[str, dict]]:
                                        f"(known: {', '.join(_metrics())})")
         out.append((os.path.join(base, os.path.expanduser(str(row["path"]))), options))
     return out
+
+
+def _bad_value(options: dict) -> str | None:
+    """What is wrong with a manifest row's option values, or None."""
+    from .ffmpeg_filter.qc import STANDARDS
+
+    for key in ("face_cropped", "fix", "slip"):
+        if key in options and options[key] not in (True, False):
+            return f"{key} must be true or false, not {options[key]!r}"
+    for key in ("audio_stream", "channel"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, int) and value >= 0):
+            return f"{key} must be a whole number from 0, not {value!r}"
+    if options.get("standard") is not None and options["standard"] not in STANDARDS:
+        return f"unknown standard {options['standard']!r} (known: {', '.join(STANDARDS)})"
+    if "fix_method" in options and options["fix_method"] not in ("copy", "reencode"):
+        return f"fix_method must be copy or reencode, not {options['fix_method']!r}"
+    value = options.get("min_confidence")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"min_confidence must be a number, not {value!r}"
+    return None
 
 
 def _metrics() -> list[str]:
@@ -233,8 +265,11 @@ def assign_keys(items: list[Item], identity: str = "stat") -> None:
     for item in items:
         try:
             st = os.stat(item.path)
-            ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if identity == "stat" else \
-                {"size": st.st_size, "sha256": sha256_of(item.path)}
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the hash; the item fails with its reason
+                ident = {"not_a_file": True}
+            else:
+                ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if identity == "stat" else \
+                    {"size": st.st_size, "sha256": sha256_of(item.path)}
         except OSError:
             ident = {"missing": True}
         item.identity = ident
@@ -251,14 +286,18 @@ _engines: dict = {}
 _detector = None
 
 
-def init_worker(threads: int) -> None:
+def init_worker(threads: int, parent_pid: int | None = None) -> None:
     """Process initializer: torch threads per worker so workers do not fight over cores; as quiet (or
-    verbose) as the command that started them."""
+    verbose) as the command that started them; the worker dies with the driver (a kill -9 of the driver
+    leaves no worker computing for nobody)."""
     import torch
 
+    from .children import die_with_parent
     from .logs import configure_from_env
 
     configure_from_env()
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
 
     torch.set_num_threads(max(1, threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
@@ -364,6 +403,24 @@ def item_path(results_dir: str, key: str) -> str:
     return os.path.join(results_dir, "items", f"{key}.json")
 
 
+def has_result(results_dir: str, key: str, log) -> bool:
+    """Whether items/<key>.json holds a whole result; a truncated, empty or foreign one (a killed write by
+    other means, a hand edit) is reported and recomputed."""
+    path = item_path(results_dir, key)
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        if isinstance(result, dict) and result.get("key") == key and result.get("status") in ("ok", "error"):
+            return True
+        problem = "not a result for this item"
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        problem = f"unreadable ({exc.strerror if isinstance(exc, OSError) else 'not JSON'})"
+    log(f"lipsync batch: {path}: {problem}: recomputing it")
+    return False
+
+
 def _dump(payload) -> str:
     return json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
@@ -398,6 +455,33 @@ def crash_result(item: dict, reason: str) -> dict:
                        "error": f"{item['path']}: worker failed ({reason})", "error_type": "WorkerFailed"}}
 
 
+MAX_WORKERS_PER_CORE = 2
+LOCK_FILE = ".batch.lock"
+
+
+def lock_results(results_dir: str):
+    """An exclusive lock on RESULTS_DIR (an open file; closing it releases the lock): a second batch on the
+    same folder is refused in one line instead of computing every item twice."""
+    import fcntl
+
+    f = open(os.path.join(results_dir, LOCK_FILE), "a+")  # noqa: SIM115 - held for the whole batch
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise BatchError(results_dir, f"another lipsync batch ({holder}) is writing to this results folder; "
+                                      f"wait for it or choose another -o") from None
+    except OSError:  # a filesystem without locks (some network mounts): run unlocked, as before
+        return f
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+
+
 def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -415,7 +499,8 @@ def run_local(todo: list[dict], results_dir: str, workers: int, done, threads: i
     attempts: dict = {}
     while pending:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                                 initargs=(threads, os.getpid())) as pool:
             futures = {pool.submit(run_item, item, results_dir): item for item in pending}
             pending = []
             broken = False
@@ -713,10 +798,19 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
     check_scores(items)
     assign_keys(items, identity)
     os.makedirs(os.path.join(results_dir, "items"), exist_ok=True)
-    todo = [i.to_dict() for i in items if force or not os.path.exists(item_path(results_dir, i.key))]
+    lock = lock_results(results_dir)  # held until this process ends (released by the kernel, even on kill -9)
+    from .outputs import sweep_stale
+
+    for folder in ("", "items", "fixed", "timelines"):  # temp files of a batch killed while writing
+        sweep_stale(os.path.join(results_dir, folder))
+    todo = [i.to_dict() for i in items if force or not has_result(results_dir, i.key, log)]
     if len(todo) < len(items):
         log(f"lipsync batch: {len(items) - len(todo)} of {len(items)} item(s) already have a result (--force redoes)")
     workers = workers or default_workers()
+    if not (ray or ray_address) and workers > MAX_WORKERS_PER_CORE * default_workers():
+        log(f"lipsync batch: --workers {workers} capped at {MAX_WORKERS_PER_CORE * default_workers()} "
+            f"({MAX_WORKERS_PER_CORE} per CPU core: each worker holds a model and a decode buffer)")
+        workers = MAX_WORKERS_PER_CORE * default_workers()
     bar = tqdm(total=len(todo), desc="lipsync batch", unit="item", file=sys.stderr, disable=not progress or None,
                smoothing=0.1)
 
@@ -733,4 +827,7 @@ def run_batch(inputs, results_dir: str, *, options: dict, include=(), exclude=()
             run_local(todo, results_dir, min(workers, len(todo)), done, threads)
     finally:
         bar.close()
-    return finish(results_dir, items, options.get("standard"), plots, score_filter)
+    try:
+        return finish(results_dir, items, options.get("standard"), plots, score_filter)
+    finally:
+        lock.close()

@@ -31,6 +31,19 @@ def _echo_err(line: str) -> None:
     echo_logger.info(line)
 
 
+def check_targets(*targets) -> None:
+    """Refuse, before any work, each output option that cannot be written (a directory, a missing folder)."""
+    from .errors import OutputError
+    from .outputs import check_target
+
+    for target in targets:
+        if target is not None:
+            try:
+                check_target(target)
+            except OutputError as exc:
+                _fail(str(exc))
+
+
 def write_json_atomic(path: str, payload) -> None:
     """`-` is stdout; a file is written to a temp file beside it and renamed into place."""
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
@@ -38,10 +51,16 @@ def write_json_atomic(path: str, payload) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    from .errors import OutputError
     from .outputs import atomic_output
 
-    with atomic_output(path, ".json") as tmp, open(tmp, "w") as f:
-        f.write(text)
+    try:
+        with atomic_output(path, ".json") as tmp, open(tmp, "w") as f:
+            f.write(text)
+    except OutputError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{path}: cannot write it ({exc.strerror or exc})")
 
 
 def load_engine(model_name: str | None, vshift: int | None = None, batch_size: int | None = None,
@@ -50,8 +69,15 @@ def load_engine(model_name: str | None, vshift: int | None = None, batch_size: i
     import torch
 
     from .model import BadWeights, ModelNotFound, load
-    from .sync import SyncEngine
+    from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine
 
+    # limits that say what they are, before the model loads (memory grows with both)
+    if vshift is not None and not 0 <= vshift <= MAX_VSHIFT:
+        _fail(f"--vshift {vshift}: must be 0 to {MAX_VSHIFT} frames (+-{MAX_VSHIFT / 25:g} s at 25 fps)")
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
+        _fail(f"--batch-size {batch_size}: must be 1 to {MAX_BATCH} windows")
+    if threads is not None and threads < 1:
+        _fail(f"--threads {threads}: must be at least 1")
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -92,7 +118,7 @@ def main(verbose, log_path):
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--face-cropped", is_flag=True,
               help="The footage is already a face crop (the whole frame is the face); frames that are "
                    "not 224x224 are resized. Without it: shots, face detection, tracks, per-face sync, "
@@ -174,6 +200,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
         _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
     if reference_decode and not face_cropped:
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
+    check_targets(json_path)
     files, bad_inputs = check_inputs(files)  # before any model loads: a typo costs no seconds
     for exc in bad_inputs.values():
         _echo_err(str(exc))
@@ -343,12 +370,16 @@ def models(ctx, as_json):
 @models.command("download")
 @click.argument("name")
 @click.option("--url", default=None, help="Download from this URL instead of the published location.")
-def models_download(name, url):
+@click.option("--deadline", default=None, type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Give up (exit 2, nothing kept) when the whole download takes longer (default 900).")
+def models_download(name, url, deadline):
     """Download model NAME into the user cache (it must load before it is kept)."""
     from tqdm import tqdm
 
+    from .children import exit_on_sigterm
     from .model import BadWeights, ModelNotFound, registry
 
+    exit_on_sigterm()  # a TERM removes the partial download
     bar = tqdm(unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=None)
 
     def progress(n, total):
@@ -356,7 +387,8 @@ def models_download(name, url):
         bar.update(n)
 
     try:
-        target = registry.download(name, url=url, progress=progress)
+        target = registry.download(name, url=url, progress=progress,
+                                   deadline_s=deadline or registry.DOWNLOAD_DEADLINE_S)
     except (ModelNotFound, BadWeights) as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -409,6 +441,7 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
     from .ffmpeg_filter.fix import plan_fix, run_fix
     from .footage import FootageOptions
 
+    check_targets(target)
     if source != "-" and not os.path.exists(source):
         _fail(f"{source}: no such file")
     if target != "-" and os.path.exists(target) and not force and not (
@@ -427,8 +460,13 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
             except DetectorUnavailable as exc:
                 _fail(str(exc))
     say = functools.partial(click.echo, err=target == "-")  # stdout may be the video itself
+    from .children import exit_on_sigterm
+    from .outputs import sweep_stale
+
+    exit_on_sigterm()  # a TERM removes the work folder and the partial output, and stops ffmpeg
+    sweep_stale(tempfile.gettempdir(), "lipsync-fix-")  # work folders of fixes killed with -9
     try:
-        with tempfile.TemporaryDirectory(prefix="lipsync-fix-") as work:
+        with tempfile.TemporaryDirectory(prefix=f"lipsync-fix-{os.getpid()}-") as work:
             source_path, target_path = source, target
             if source == "-":  # a pipe can be read once; measuring and writing both need it
                 source_path = os.path.join(work, "stdin.mkv")
@@ -478,7 +516,7 @@ def _score_metric_names():
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--metric", "metric_name", type=click.Choice(_score_metric_names()), default="lse", show_default=True,
               help="lse: LSE-D and LSE-C as Wav2Lip's evaluation scripts compute them on syncnet_python; "
                    "icsyncnet: probability at offset and offscreen ratio (IC-SyncNet), with a model trained "
@@ -553,6 +591,7 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
     if reference_decode and channel is not None:
         _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
+    check_targets(json_path, csv_path, filter_path)
     paths = expand_inputs(files)
     if not paths:
         _fail(f"no video files found in {', '.join(files)}")
@@ -679,6 +718,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 
     if os.path.abspath(source) == os.path.abspath(target):
         _fail(f"{target}: the output would overwrite the input timeline; choose another -o")
+    check_targets(target, json_path)
     try:
         adapter = otio.adapters.from_filepath(target).name
     except otio.exceptions.NoKnownAdapterForExtensionError:
@@ -716,7 +756,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 # --- lipsync batch: QC over whole projects, local pool or Ray ---------------------------------------
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("-o", "--output", "results_dir", required=True, type=click.Path(file_okay=False),
               help="RESULTS_DIR: items/<key>.json, results.jsonl, summary.csv, summary.json, report.html.")
 @click.option("--include", multiple=True, metavar="GLOB", help="Folders: only files matching GLOB (repeatable).")

@@ -18,6 +18,7 @@ import glob
 import math
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,11 @@ def _check_path(path: str) -> None:
         raise MediaNotFound(path, "no such file")
     if os.path.isdir(path):
         raise UnreadableMedia(path, "is a directory, not a media file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        # a FIFO without a writer (or a device) would block forever; a stream goes through `-` (stdin)
+        raise UnreadableMedia(path, "not a regular file (a FIFO, socket or device): pipe a stream into `-` instead")
+    if not os.access(path, os.R_OK):
+        raise UnreadableMedia(path, "permission denied")
 
 
 def open_container(path: str):
@@ -204,10 +210,18 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
         container.close()
 
 
+_SAMPLE_DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32,
+                  "dbl": np.float64}
+
+
 def _one_channel(frame, channel: int):
     """A mono AudioFrame holding one channel of `frame` (planar or interleaved), same time and rate."""
-    data = frame.to_ndarray()
-    samples = data[channel] if frame.format.is_planar else data.reshape(-1, len(frame.layout.channels))[:, channel]
+    if frame.format.is_planar:
+        # the channel's plane read directly: PyAV's to_ndarray segfaults on 7.1 AAC frames (fltp, 8 channels)
+        dtype = _SAMPLE_DTYPES[frame.format.name.rstrip("p")]
+        samples = np.frombuffer(frame.planes[channel], dtype=dtype)[:frame.samples]
+    else:
+        samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, channel]
     mono = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples)[None, :], format=frame.format.name, layout="mono")
     mono.sample_rate, mono.pts, mono.time_base = frame.sample_rate, frame.pts, frame.time_base
     return mono

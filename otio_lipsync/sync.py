@@ -35,7 +35,9 @@ from .model.syncnet import (
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 COLUMNS_PER_FRAME = 4
 DEFAULT_VSHIFT = 15
+MAX_VSHIFT = 250  # +-10 s at 25 fps: memory grows with the search range
 DEFAULT_BATCH = 16  # as fast as 32 on CPU, half the activation memory
+MAX_BATCH = 1024  # ~3 GB of lip windows in float32
 MEDFILT_KERNEL = 9
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 EDGES = ("zero", "valid")

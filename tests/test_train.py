@@ -175,14 +175,18 @@ def test_fit_is_deterministic_and_resumes(tiny_dataset, tmp_path):
     a, b = _fit(dataset, tmp_path / "a", 6), _fit(dataset, tmp_path / "b", 6, "--stop-after", "3")
     assert a.exit_code == 0, a.output
     assert b.exit_code == 0, b.output
+    with open(tmp_path / "b" / "log.csv", "a") as f:  # a row logged by a run killed before its checkpoint
+        f.write("4,9.9,0,0,0,0,,\n")
+    (tmp_path / "b" / ".lipsync-123-abc.pt").write_bytes(b"half a checkpoint")
     b2 = _fit(dataset, tmp_path / "b", 6, "--resume")
     assert b2.exit_code == 0 and "resuming" in b2.output, b2.output
-    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
-    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa), "same seed, interrupted and resumed: same weights"
     with open(tmp_path / "b" / "log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["step"] for r in rows] == ["3", "6"]
+    assert [r["step"] for r in rows] == ["3", "6"]  # the killed run's row is redone, not duplicated
+    assert not list((tmp_path / "b").glob(".lipsync-*"))
     assert float(rows[-1]["data_share"]) < 0.5 and float(rows[-1]["lip_windows_per_s"]) > 0
 
 

@@ -9,6 +9,10 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import LipsyncError
+from ..model.weights import BadWeights
+
+# a model or checkpoint file that cannot be used (missing, empty, damaged, wrong shapes, holding code): one line
+BAD_INPUT = (LipsyncError, BadWeights)
 
 
 def _fail(message: str) -> None:
@@ -107,7 +111,7 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
     try:
         run_fit(list(datasets), out, options, resume=resume, report=lambda m: tqdm.write(m, file=sys.stderr),
                 progress=lambda **kw: tqdm(desc="fit", unit="step", file=sys.stderr, **kw))
-    except (LipsyncError, ValueError) as exc:
+    except (*BAD_INPUT, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -182,7 +186,7 @@ def eval_cmd(model_path, datasets, persons, out, others):
         for other in others:
             o_net, o_cfg, o_tracks, _ = _eval_tracks(other, datasets, persons, datasets_read)
             rows[label(other)] = {**evaluate(o_net, o_tracks, o_cfg["audio_columns"]), "model": other}
-    except LipsyncError as exc:
+    except BAD_INPUT as exc:
         _fail(str(exc))
     if others:
         result["compared"] = {k: v for k, v in rows.items() if v is not result}
@@ -212,8 +216,10 @@ def export(checkpoint, target, name, description, datasets):
 
     try:
         net, cfg, tracks, state = _eval_tracks(checkpoint, list(datasets), "")
-    except LipsyncError as exc:
+    except BAD_INPUT as exc:
         _fail(str(exc))
+    if state is None:
+        _fail(f"{checkpoint}: not a lipsync-train checkpoint (.pt from `lipsync-train fit`); export reads those")
     scale = calibrate(net, tracks, cfg["audio_columns"])
     val = evaluate(net, tracks, cfg["audio_columns"])
     val = {k: v for k, v in val.items() if k != "tracks"}

@@ -24,7 +24,7 @@ from ..model.compact import (
     MOUTH_ROWS,
     MOUTH_SIZE,
 )
-from ..model.weights import MODEL_FORMAT, SYNCNET_INPUT_SPEC
+from ..model.weights import MODEL_FORMAT, SYNCNET_INPUT_SPEC, BadWeights, check_state_dict, read_torch_file
 from ..outputs import atomic_output
 from .evaluate import VSHIFT, track_dists
 from .nets import arch_of, build
@@ -32,10 +32,28 @@ from .nets import arch_of, build
 TARGET_CONFIDENCE = 8.0
 
 
+CHECKPOINT_KEYS = ("model", "model_config", "options", "step")
+
+
+def read_checkpoint(path) -> dict:
+    """A `lipsync-train fit` checkpoint's plain contents (tensors, numbers, strings, lists, dicts: read with
+    weights_only=True, so it never runs code), or BadWeights naming the file and what is wrong."""
+    state = read_torch_file(path)
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        raise BadWeights(path, "not a lipsync-train checkpoint (needs " + ", ".join(CHECKPOINT_KEYS) + ")")
+    if not isinstance(state["options"], dict) or not isinstance(state["model_config"], dict):
+        raise BadWeights(path, "not a lipsync-train checkpoint (options and model_config must be dicts)")
+    return state
+
+
 def load_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    net = build(state["options"].get("arch", "compact"), state["model_config"])
-    net.load_state_dict(state["model"])
+    state = read_checkpoint(path)
+    try:
+        net = build(state["options"].get("arch", "compact"), state["model_config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BadWeights(path, f"bad model config in the checkpoint ({exc})") from None
+    check_state_dict(path, state["model"], net)
+    net.load_state_dict(state["model"], strict=False)  # strict key check done above
     net.eval()
     return net, state
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..model.weights import BadWeights, check_state_dict
 from ..outputs import atomic_output
 from .data import load_tracks
 from .evaluate import evaluate, refine_mask, track_dists
@@ -108,12 +109,21 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
+    for stale in out_dir.glob(".lipsync-*.pt"):  # a checkpoint write killed half way (never renamed into place)
+        stale.unlink(missing_ok=True)
     state = None
+    if resume and not ckpt_path.exists():
+        report(f"--resume: no {ckpt_path} yet: starting from step 0")
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        from .export import read_checkpoint
+
+        state = read_checkpoint(ckpt_path)  # BadWeights on a damaged file: refuse, never restart silently
         # the run's options come from the checkpoint; --steps may extend it, --stop-after is per invocation
-        options = FitOptions(**{**state["options"], "steps": options.steps, "stop_after": options.stop_after,
-                                "device": options.device, "threads": options.threads})
+        try:
+            options = FitOptions(**{**state["options"], "steps": options.steps, "stop_after": options.stop_after,
+                                    "device": options.device, "threads": options.threads})
+        except TypeError as exc:
+            raise BadWeights(ckpt_path, f"options not from this version of lipsync-train ({exc})") from None
         report(f"resuming {ckpt_path} at step {state['step']} of {options.steps}")
     if options.objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {options.objective!r} (known: {', '.join(OBJECTIVES)})")
@@ -152,27 +162,21 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
                           augment=options.augment, faces=options.arch == "syncnet")
     step, refined, history, best_score = 0, False, [], -1.0
     if state:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if state["options"]["steps"] == options.steps:
-            sched.load_state_dict(state["scheduler"])
-        else:  # an extended run: the same one-cycle shape over the new length, fast-forwarded
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(state["step"]):
-                    sched.step()
-        sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        step, refined, history = state["step"], state["refined"], state.get("history", [])
-        best_score = state.get("best_score", -1.0)
-        if refined:
-            for t in train_tracks:
-                t.valid = torch.from_numpy(np.asarray(state["valid"][t.source + f"#{t.num_windows}"]))
+        try:
+            _restore(ckpt_path, state, net, opt, sched, sampler, device, options)
+            step, refined, history = int(state["step"]), bool(state["refined"]), list(state.get("history", []))
+            best_score = float(state.get("best_score", -1.0))
+            if refined:
+                for t in train_tracks:
+                    t.valid = torch.from_numpy(np.asarray(state["valid"][t.source + f"#{t.num_windows}"]))
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise BadWeights(ckpt_path, f"damaged checkpoint: cannot resume from it ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
     log_path = out_dir / "log.csv"
-    new_log = not log_path.exists() or not resume
+    new_log = not log_path.exists() or state is None
+    if not new_log:  # rows written after the checkpoint we resume from (a run killed in between) are redone
+        _truncate_log(log_path, step)
     log = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115 - open for the whole run, flushed per row
     writer = csv.writer(log)
     board = _tensorboard(out_dir / "tensorboard", report)
@@ -272,6 +276,33 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     summary = {"checkpoint": str(ckpt_path), "steps": step, "val_persons": sorted(val_set), "history": history}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    with open(log_path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    if kept != rows:
+        with atomic_output(str(log_path)) as tmp, open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+
+def _restore(path, state: dict, net, opt, sched, sampler, device, options: FitOptions) -> None:
+    """Weights, optimizer, schedule and random streams from a checkpoint (its contents checked first)."""
+    check_state_dict(path, state["model"], net)
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if state["options"]["steps"] == options.steps:
+        sched.load_state_dict(state["scheduler"])
+    else:  # an extended run: the same one-cycle shape over the new length, fast-forwarded
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(state["step"]):
+                sched.step()
+    sampler.rng.bit_generator.state = state["sampler_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def refine(net, tracks, columns: int) -> int:

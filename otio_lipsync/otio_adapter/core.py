@@ -4,6 +4,7 @@ its classes live here, in a normally imported module) and `lipsync otio`: option
 
 from __future__ import annotations
 
+import math
 import os
 
 import opentimelineio as otio
@@ -28,9 +29,12 @@ def _float(name, value):
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise LipsyncAdapterError(f"option {name}={value!r}: expected a number") from None
+    if not math.isfinite(number):  # nan or inf would reach ffmpeg and the markers
+        raise LipsyncAdapterError(f"option {name}={value!r}: expected a finite number")
+    return number
 
 
 def _number(value):
