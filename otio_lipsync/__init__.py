@@ -2,5 +2,6 @@
 
 __version__ = "0.1.0"
 # bumped whenever the same input, model and options give other numbers, so that stored results (the OTIO
-# cache, batch items) are computed again rather than mixed with new ones. 2: edges="valid" (sync.py)
-RESULT_REVISION = 2
+# cache, batch items) are computed again rather than mixed with new ones. 2: edges="valid" (sync.py);
+# 3: compact models search +-1 s by default (sync.default_vshift)
+RESULT_REVISION = 3
