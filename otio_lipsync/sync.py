@@ -11,6 +11,8 @@ leaves out the pairs whose audio lies outside the clip. Those compare a face wit
 short clip (a 3.7 s one has 15 of 87 windows padded at +-15 frames) a model whose embeddings are small
 finds its minimum there, at the edge of the search, whatever the clip's real offset. `"zero"` is the
 reference's arithmetic, kept for syncnet_v2 so that its numbers stay equal to syncnet_python's.
+The search is +-1 s (25 frames, the paper's) by default, +-15 with the reference's arithmetic; with
+"valid" a clip too short for that many shifts searches less (`usable_vshift`).
 Embeddings are computed in batches as frames and audio arrive and dropped once every distance that
 needs them is known, so memory stays flat however long the input is; only the distances are kept.
 """
@@ -100,6 +102,8 @@ def search_vshift(vshift: int | None = None, max_offset_ms: float | None = None)
     when neither is given: the engine then takes `default_vshift` for its model. Both given must agree."""
     if max_offset_ms is None:
         return vshift
+    if not max_offset_ms > 0:
+        raise ValueError(f"--max-offset-ms must be more than 0, not {max_offset_ms:g}")
     frames = int(np.ceil(max_offset_ms / FRAME_MS - 1e-9))
     if vshift is not None and vshift != frames:
         raise ValueError(f"--vshift {vshift} (+-{vshift * FRAME_MS} ms) and --max-offset-ms {max_offset_ms:g} "

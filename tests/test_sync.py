@@ -77,6 +77,8 @@ def test_max_offset_ms_is_whole_frames_rounded_up_and_agrees_with_vshift():
     assert search_vshift(vshift=25, max_offset_ms=1000) == 25
     with pytest.raises(ValueError, match="disagree"):
         search_vshift(vshift=15, max_offset_ms=1000)
+    with pytest.raises(ValueError, match="more than 0"):
+        search_vshift(max_offset_ms=0)
 
 
 def test_short_clips_search_a_narrower_range():
