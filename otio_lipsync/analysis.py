@@ -124,5 +124,5 @@ def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
     result = engine.analyse(chunks, source=path)
     decode = "reference" if reference_decode else "direct"
     return analysis_from_sync(path, result, out.get("info"), model, decode, engine.precision,
-                              calibration_for(engine.model, engine.vshift)), result
+                              calibration_for(engine.model, result.vshift)), result
 

@@ -37,7 +37,7 @@ ITEM_OPTIONS = {"face_cropped", "model", "standard", "audio_stream", "channel", 
 # options that change a result: they go into the identity key
 DEFAULTS = {"face_cropped": False, "model": None, "standard": None, "audio_stream": 0, "channel": None,
             "fix": False, "fix_method": "copy", "slip": False, "min_confidence": 3.0, "media_root": None,
-            "vshift": 15, "precision": "float32", "score": None}
+            "vshift": None, "precision": "float32", "score": None}
 # options that enter the key only when set: a batch that does not use them keys its items as if they did
 # not exist (so adding such an option never changes keys by itself; RESULT_REVISION is what renews them)
 KEYED_WHEN_SET = {"score"}

@@ -64,13 +64,18 @@ def write_json_atomic(path: str, payload) -> None:
 
 
 def load_engine(model_name: str | None, vshift: int | None = None, batch_size: int | None = None,
-                threads: int | None = None, precision: str = "float32"):
-    """The model the user named, in a SyncEngine; options left None take the engine's defaults."""
+                threads: int | None = None, precision: str = "float32", max_offset_ms: float | None = None):
+    """The model the user named, in a SyncEngine; options left None take the engine's defaults (the
+    search range: +-1 s, or syncnet_python's +-15 frames for syncnet_v2, see sync.default_vshift)."""
     import torch
 
     from .model import BadWeights, ModelNotFound, load
-    from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine
+    from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine, search_vshift
 
+    try:
+        vshift = search_vshift(vshift, max_offset_ms)
+    except ValueError as exc:
+        _fail(str(exc))
     # limits that say what they are, before the model loads (memory grows with both)
     if vshift is not None and not 0 <= vshift <= MAX_VSHIFT:
         _fail(f"--vshift {vshift}: must be 0 to {MAX_VSHIFT} frames (+-{MAX_VSHIFT / 25:g} s at 25 fps)")
@@ -133,7 +138,11 @@ def main(verbose, log_path):
                    "to reproduce its numbers. Slower; needs the same ffmpeg build for identical results.")
 @click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
               help="ffmpeg binary for --reference-decode (default: $FFMPEG_PATH, `ffmpeg` on PATH, imageio-ffmpeg).")
-@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (25 fps).")
+@click.option("--max-offset-ms", type=float, default=None, metavar="MS",
+              help="Search offsets of +-MS milliseconds (whole 40 ms frames, rounded up). Default: 1000, the "
+                   "paper's +-1 s (syncnet_v2: 600, syncnet_python's +-15 frames, for parity).")
+@click.option("--vshift", type=int, default=None, metavar="N",
+              help="The same range in frames at 25 fps (syncnet_python's spelling; 25 = 1000 ms).")
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch (memory grows with it).")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
@@ -172,7 +181,7 @@ def main(verbose, log_path):
               help="Draw offset and confidence over time (with several files: a folder, one PNG per file).")
 @click.option("--speaking-threshold", default=0.4, show_default=True,
               help="Raw footage: speaking probability above which a face counts as speaking.")
-def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, vshift, batch_size,
+def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, max_offset_ms, vshift, batch_size,
           threads, precision, audio_stream, channel, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
           shot_threshold, tiles, annotate, standard, plot_path, speaking_threshold):
     """Measure the audio/video offset of each FILE (or of every media file in a folder, recursively).
@@ -217,7 +226,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     from .footage import FootageOptions
     from .speakers import SpeakerOptions
 
-    engine = load_engine(model_name, vshift, batch_size, threads, precision)
+    engine = load_engine(model_name, vshift, batch_size, threads, precision, max_offset_ms)
     detector_name, detector, footage_options = detector, None, None
     if not face_cropped:
         footage_options = FootageOptions(

@@ -21,7 +21,7 @@ from .faces.detectors import TILE_PX, FaceDetector, detect_tiles, make_detector
 from .faces.shots import ShotDetector
 from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
 from .speakers import SpeakerOptions, combine, segments, speaking_mask, track_evidence, window_weights
-from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip
+from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip, usable_vshift
 from .verdict import calibration_for, judge
 
 FPS = media.ANALYSIS_FPS
@@ -253,16 +253,18 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
     shot_list = scan.shots.shots(num_frames)
     if not kept:
         raise NoFace(path, f"no face found: no usable face track in {num_frames} frames")
+    vshift = usable_vshift([r.num_windows for _, r in kept], engine.vshift, engine.edges, path)  # short: narrower
+    kept = [(t, r.narrowed(vshift)) for t, r in kept]
     masks = [speaking_mask(r.framewise_confidence, options.speakers) for _, r in kept]
-    combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, engine.vshift,
+    combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, vshift,
                        engine.edges)
-    calibration = calibration_for(engine.model, engine.vshift)
-    drift = _drift(kept, masks, combined.basis, engine.vshift, engine.edges, calibration)
+    calibration = calibration_for(engine.model, vshift)
+    drift = _drift(kept, masks, combined.basis, vshift, engine.edges, calibration)
     verdict, probability = judge(combined.offset_frames, combined.evidence, calibration)
     framewise = [None] * max(0, num_frames - 5)
     tracks = []
     for number, ((track, r), mask) in enumerate(zip(kept, masks)):
-        own = track_evidence(r.dists, r.framewise_confidence, engine.vshift, engine.edges, options.speakers)
+        own = track_evidence(r.dists, r.framewise_confidence, vshift, engine.edges, options.speakers)
         track_verdict, track_probability = judge(r.offset_frames, own.evidence if own else None, calibration)
         for i, value in enumerate(r.framewise_confidence):
             f = track.first + i
@@ -292,7 +294,7 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
         confidence=round(combined.confidence, 6), min_distance=round(combined.min_distance, 6),
         framewise_confidence=framewise, fps_source=info.fps if info else None,
         duration_s=info.duration_s if info else None, model=model, num_windows=combined.windows,
-        vshift=engine.vshift, decode="direct", precision=engine.precision,
+        vshift=vshift, decode="direct", precision=engine.precision,
         verdict=verdict, sync_probability=probability, evidence=combined.evidence,
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
         shots=[{"start_s": round(a / FPS, 3), "end_s": round(b / FPS, 3)} for a, b in shot_list],

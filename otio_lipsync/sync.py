@@ -11,13 +11,15 @@ leaves out the pairs whose audio lies outside the clip. Those compare a face wit
 short clip (a 3.7 s one has 15 of 87 windows padded at +-15 frames) a model whose embeddings are small
 finds its minimum there, at the edge of the search, whatever the clip's real offset. `"zero"` is the
 reference's arithmetic, kept for syncnet_v2 so that its numbers stay equal to syncnet_python's.
+The search is +-1 s (25 frames, the paper's) by default, +-15 with the reference's arithmetic; with
+"valid" a clip too short for that many shifts searches less (`usable_vshift`).
 Embeddings are computed in batches as frames and audio arrive and dropped once every distance that
 needs them is known, so memory stays flat however long the input is; only the distances are kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.signal
@@ -34,7 +36,14 @@ from .model.syncnet import (
 
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 COLUMNS_PER_FRAME = 4
-DEFAULT_VSHIFT = 15
+FRAME_MS = 40  # one analysis frame at 25 fps
+DEFAULT_MAX_OFFSET_MS = 1000  # the paper's +-1 s search
+DEFAULT_VSHIFT = DEFAULT_MAX_OFFSET_MS // FRAME_MS  # 25 frames, for trained compact models (edges "valid")
+REFERENCE_VSHIFT = 15  # syncnet_python's --vshift: the default with its arithmetic (edges "zero"), for parity
+# with edges "valid", the least windows whose audio lies inside the clip at the extreme shifts: fewer, and
+# a noisy mean there makes false minima at the edge of the search (README: Offset range)
+MIN_EDGE_WINDOWS = 50
+MIN_VSHIFT = 5  # a clip that cannot search +-200 ms is refused: a narrower search would only confirm 0
 MAX_VSHIFT = 250  # +-10 s at 25 fps: memory grows with the search range
 DEFAULT_BATCH = 16  # as fast as 32 on CPU, half the activation memory
 MAX_BATCH = 1024  # ~3 GB of lip windows in float32
@@ -71,6 +80,56 @@ class SyncResult:
     @property
     def audio_delay_ms(self) -> float:
         return audio_delay_ms(self.offset_frames)
+
+    def narrowed(self, vshift: int) -> SyncResult:
+        """The same analysis searched over +-vshift (<= self.vshift): the middle columns, reduced again."""
+        if vshift >= self.vshift:
+            return self
+        dists = np.ascontiguousarray(self.dists[:, self.vshift - vshift:self.vshift + vshift + 1])
+        offset, minval, conf, mean, fconf, fconf_filtered = offset_from_dists(dists, vshift, self.edges)
+        return replace(self, dists=dists, mean_dists=mean, offset_frames=offset, min_distance=minval,
+                       confidence=conf, framewise_confidence=fconf_filtered,
+                       framewise_confidence_unfiltered=fconf, vshift=vshift)
+
+
+def default_vshift(edges: str) -> int:
+    """The search half-width when the user names none: syncnet_python's 15 frames with its arithmetic
+    (edges "zero", so syncnet_v2's numbers stay the reference's), the paper's +-1 s otherwise."""
+    return REFERENCE_VSHIFT if edges == "zero" else DEFAULT_VSHIFT
+
+
+def search_vshift(vshift: int | None = None, max_offset_ms: float | None = None) -> int | None:
+    """The one place a user's search range becomes frames: --max-offset-ms (rounded up to whole 40 ms
+    frames, so the range asked for is searched) or --vshift (frames, the reference's spelling). None
+    when neither is given: the engine then takes `default_vshift` for its model. Both given must agree."""
+    if max_offset_ms is None:
+        return vshift
+    if not max_offset_ms > 0:
+        raise ValueError(f"--max-offset-ms must be more than 0, not {max_offset_ms:g}")
+    frames = int(np.ceil(max_offset_ms / FRAME_MS - 1e-9))
+    if vshift is not None and vshift != frames:
+        raise ValueError(f"--vshift {vshift} (+-{vshift * FRAME_MS} ms) and --max-offset-ms {max_offset_ms:g} "
+                         f"(+-{frames} frames) disagree: give one of them")
+    return frames
+
+
+def usable_vshift(track_windows: list[int], vshift: int, edges: str, source: str = "<input>") -> int:
+    """The widest search, up to +-vshift, whose extreme shifts still have MIN_EDGE_WINDOWS windows with
+    audio inside their track, over all tracks (at shift +-v a track of n windows has n - v). A clip
+    shorter than that searches a narrower range and says so (its `vshift`); one that cannot keep
+    +-MIN_VSHIFT is refused. Edges "zero" keep the reference's range, whatever the length."""
+    if edges != "valid":
+        return vshift
+    v = vshift
+    while v > 0 and sum(max(0, n - v) for n in track_windows) < MIN_EDGE_WINDOWS:
+        v -= 1
+    if v < min(vshift, MIN_VSHIFT):
+        seconds = sum(track_windows) / 25
+        raise TooShort(source, f"too short to measure: {seconds:.1f} s ({sum(track_windows)} windows) of face with "
+                               f"audio; a +-{MIN_VSHIFT * FRAME_MS} ms search needs "
+                               f"{(MIN_EDGE_WINDOWS + MIN_VSHIFT + FRAMES_PER_WINDOW) / 25:.1f} s (each shift "
+                               f"averaged over {MIN_EDGE_WINDOWS} windows with audio inside the clip)")
+    return v
 
 
 def best_offset(mean_dists: torch.Tensor, vshift: int) -> tuple[int, float, float, torch.Tensor]:
@@ -118,13 +177,13 @@ def offset_from_dists(dists: np.ndarray, vshift: int, edges: str = "zero") -> tu
 class SyncEngine:
     """One loaded network, reusable across files. `stream()` starts the analysis of one input."""
 
-    def __init__(self, model: LoadedModel | SyncNet, vshift: int = DEFAULT_VSHIFT,
+    def __init__(self, model: LoadedModel | SyncNet, vshift: int | None = None,
                  batch_size: int = DEFAULT_BATCH, device: str = "cpu", precision: str = "float32",
                  edges: str | None = None):
         """precision "float32" keeps parity with syncnet_python; "bfloat16" runs the lip tower (the
         cost) in bf16, ~1.7x faster on CPUs with native bf16 (AVX512-BF16, AMX), distances within ~1%.
         edges (see the module doc): default "zero" for SyncNet (the reference's numbers), "valid" for
-        compact models, which have no reference to agree with."""
+        compact models, which have no reference to agree with. vshift None: `default_vshift(edges)`."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if edges is not None and edges not in EDGES:
@@ -148,7 +207,7 @@ class SyncEngine:
         # window i's audio is centred on frames i..i+4: a longer window reaches `audio_pad` columns back
         self.audio_pad = (self.audio_columns - MFCC_COLUMNS_PER_WINDOW) // 2
         self.precision = precision
-        self.vshift = vshift
+        self.vshift = default_vshift(self.edges) if vshift is None else vshift
         self.batch_size = batch_size
 
     @torch.inference_mode()
@@ -184,7 +243,8 @@ class SyncEngine:
                 stream.feed_video(data)
             elif kind == "audio":
                 stream.feed_audio(data)
-        return stream.finish()
+        result = stream.finish()
+        return result.narrowed(usable_vshift([result.num_windows], self.vshift, self.edges, source))
 
 
 class SyncStream:

@@ -20,7 +20,8 @@ never trained on (synced clips, applied shifts, and mismatched pairs made from t
 with audio of another), turns them into `sync_probability`: how likely the reported offset is within one
 frame of the truth. Below the calibration's `no_sync_below` the verdict is `no_sync`: nothing should act on
 the offset. The calibration lives beside the model (`<model>.calibration.json`, keyed by the model's
-sha256): a model without one gets `sync_probability: null` and never `no_sync`.
+sha256 and fitted at its default search width): a model without one, or a search wider than the one it
+was fitted at, gets `sync_probability: null` and never `no_sync`.
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ def calibration_path(model_path: str | Path) -> Path:
 
 
 def calibration_for(model, vshift: int) -> Calibration | None:
-    """The calibration beside a LoadedModel's file, if it was fitted for these exact weights and this
-    search width (the evidence features depend on both); None otherwise."""
+    """The calibration beside a LoadedModel's file, if it was fitted for these exact weights and a search at
+    least as wide as `vshift` (a wider search finds deeper chance dips, so its evidence would read too
+    strong; a short clip's narrowed search is within it); None otherwise."""
     path = getattr(model, "path", None)
     if not path:
         return None
@@ -137,7 +139,7 @@ def _load_matching(cal_path: str, sha256: str | None, vshift: int) -> Calibratio
         cal = Calibration.load(cal_path)
     except (ValueError, TypeError, json.JSONDecodeError):
         return None
-    return cal if cal.model_sha256 == sha256 and cal.vshift == vshift else None
+    return cal if cal.model_sha256 == sha256 and vshift <= cal.vshift else None
 
 
 def judge(offset_frames: int, ev: dict | None, calibration: Calibration | None) -> tuple[str, float | None]:

@@ -6,7 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otio_lipsync.sync import inside_clip, mean_curve, offset_from_dists
+from otio_lipsync.errors import TooShort
+from otio_lipsync.sync import (
+    MIN_EDGE_WINDOWS,
+    MIN_VSHIFT,
+    SyncResult,
+    default_vshift,
+    inside_clip,
+    mean_curve,
+    offset_from_dists,
+    search_vshift,
+    usable_vshift,
+)
 
 VSHIFT = 15
 
@@ -51,3 +62,48 @@ def test_mean_curve_weights_and_a_clip_shorter_than_the_search():
     inside = np.array([[True, False, True], [False, False, True]])
     # a shift no window sees inside the clip keeps the plain mean (never inf or NaN)
     assert mean_curve(rows, inside=inside).tolist() == [1.0, 3.0, 4.0]
+
+
+def test_the_default_range_is_one_second_and_syncnet_keeps_the_references():
+    assert default_vshift("valid") == 25  # compact models: the paper's +-1 s at 25 fps
+    assert default_vshift("zero") == 15  # syncnet_python's arithmetic and its --vshift 15, for parity
+
+
+def test_max_offset_ms_is_whole_frames_rounded_up_and_agrees_with_vshift():
+    assert search_vshift() is None  # nothing asked: the engine's default for its model
+    assert search_vshift(max_offset_ms=1000) == 25
+    assert search_vshift(max_offset_ms=1500) == 38  # 37.5 frames: the range asked for is searched
+    assert search_vshift(max_offset_ms=600) == search_vshift(vshift=15) == 15
+    assert search_vshift(vshift=25, max_offset_ms=1000) == 25
+    with pytest.raises(ValueError, match="disagree"):
+        search_vshift(vshift=15, max_offset_ms=1000)
+    with pytest.raises(ValueError, match="more than 0"):
+        search_vshift(max_offset_ms=0)
+
+
+def test_short_clips_search_a_narrower_range():
+    assert usable_vshift([500], 25, "valid") == 25
+    # 3 s at 25 fps: 70 windows; the extreme shifts keep MIN_EDGE_WINDOWS windows with audio inside
+    assert usable_vshift([70], 25, "valid") == 70 - MIN_EDGE_WINDOWS
+    assert usable_vshift([40, 40], 25, "valid") == 40 - MIN_EDGE_WINDOWS // 2  # tracks add up
+    assert usable_vshift([50 + MIN_VSHIFT], 25, "valid") == MIN_VSHIFT
+    with pytest.raises(TooShort, match=r"clip.mp4: too short to measure: 1\.6 s .* needs 2\.4 s"):
+        usable_vshift([40], 25, "valid", "clip.mp4")  # a narrower search would only confirm 0
+    assert usable_vshift([70], 15, "zero") == 15  # the reference's arithmetic keeps its range
+
+
+def test_a_narrowed_result_is_the_middle_of_the_wide_one():
+    wide = 25
+    rng = np.random.default_rng(3)
+    d = (10.0 + rng.normal(0, 0.3, (120, 2 * wide + 1))).astype(np.float32)
+    d[:, wide - 4] -= 1.0  # true offset 4
+    d[:, wide + 24] -= 2.0  # a deeper dip outside +-20 (what a short clip's edge can look like)
+    offset, minval, conf, mean, fconf, ffilt = offset_from_dists(d, wide, "valid")
+    result = SyncResult(dists=d, mean_dists=mean, offset_frames=offset, min_distance=minval, confidence=conf,
+                        framewise_confidence=ffilt, framewise_confidence_unfiltered=fconf, num_frames=125,
+                        num_samples=125 * 640, vshift=wide, edges="valid")
+    assert result.offset_frames == -24
+    narrow = result.narrowed(20)
+    assert (narrow.vshift, narrow.offset_frames, narrow.dists.shape) == (20, 4, (120, 41))
+    assert narrow.offset_frames == offset_from_dists(d[:, 5:46], 20, "valid")[0]
+    assert result.narrowed(25) is result

@@ -107,9 +107,15 @@ def pair_distances(lip: np.ndarray, aud: np.ndarray, vshift: int) -> np.ndarray:
 
 
 def _example(lip, aud, vshift, edges, true_offset: int | None) -> dict | None:
-    from ..sync import offset_from_dists
+    from ..errors import TooShort
+    from ..sync import offset_from_dists, usable_vshift
 
-    if min(len(lip), len(aud)) < 2 * 5:
+    n = min(len(lip), len(aud))
+    try:  # a short example searches what the pipeline would search for it
+        vshift = usable_vshift([n], vshift, edges)
+    except TooShort:
+        return None
+    if n < 2 * 5 or (true_offset is not None and abs(true_offset) > vshift - 2):
         return None
     dists = pair_distances(lip, aud, vshift)
     fconf = offset_from_dists(dists, vshift, edges)[5]

@@ -234,7 +234,8 @@ def export(checkpoint, target, name, description, datasets):
 @click.option("--model", "model_name", default=None, help="Model name or file (default: the packaged default model).")
 @click.option("--persons", default="", help="Comma list of persons (catalog speaker_hint) to calibrate on: people the "
               "model never trained on (default: the model's validation persons).")
-@click.option("--vshift", type=int, default=None, help="Search half-width in frames (default: the engine's default).")
+@click.option("--vshift", type=int, default=None, help="Search half-width in frames it is fitted at (default: the "
+              "model's default search, e.g. 25 for compact models); searches up to this width use it.")
 @click.option("-o", "--output", "target", default=None,
               help="Calibration file (default: beside the model file, <model>.calibration.json, where `lipsync` finds it).")
 @click.option("--cache", "cache_dir", default=".lipsync-calibration-cache", show_default=True,
@@ -252,7 +253,7 @@ def calibrate_cmd(sources, model_name, persons, vshift, target, cache_dir, force
     from pathlib import Path
 
     from ..model import registry
-    from ..sync import DEFAULT_VSHIFT
+    from ..sync import SyncEngine
     from ..verdict import calibration_path
     from .calibrate import calibrate
     from .data import find_sources
@@ -272,7 +273,7 @@ def calibrate_cmd(sources, model_name, persons, vshift, target, cache_dir, force
     if target.exists() and not force:
         _fail(f"{target} exists: -f/--force replaces it")
     command = "lipsync-train calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    cal = calibrate(sources_found, model, vshift or DEFAULT_VSHIFT, Path(cache_dir),
+    cal = calibrate(sources_found, model, vshift or SyncEngine(model).vshift, Path(cache_dir),
                     report=lambda m: tqdm.write(m, file=sys.stderr),
                     progress=lambda it: tqdm(it, desc="calibrate", unit="clip", file=sys.stderr), command=command)
     cal.save(target)
