@@ -190,6 +190,22 @@ def test_fit_is_deterministic_and_resumes(tiny_dataset, tmp_path):
     assert float(rows[-1]["data_share"]) < 0.5 and float(rows[-1]["lip_windows_per_s"]) > 0
 
 
+def test_fit_starts_from_the_weights_given_with_init(tiny_dataset, tmp_path):
+    """--init warm-starts from a model file or checkpoint (how a newer default continued the house model);
+    a network of another shape is one clear line."""
+    dataset, _ = tiny_dataset
+    assert _fit(dataset, tmp_path / "a", 3).exit_code == 0
+    start = tmp_path / "a" / "checkpoint.pt"
+    zero = _fit(dataset, tmp_path / "b", 3, "--init", str(start), "--lr", "0")  # no updates: the weights stay
+    assert zero.exit_code == 0 and "starting from the weights of" in zero.output, zero.output
+    wa = torch.load(start, weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    learned = [k for k in wa if k.endswith(("weight", "bias"))]  # BatchNorm's running statistics move anyway
+    assert learned and all(torch.equal(wa[k], wb[k]) for k in learned)
+    other = _fit(dataset, tmp_path / "c", 3, "--init", str(start), "--pooled")
+    assert other.exit_code != 0 and "does not match" in other.output.strip().splitlines()[-1], other.output
+
+
 def test_fit_logs_to_tensorboard_when_it_is_installed(tiny_dataset, tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed: fit then logs to log.csv only")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -97,8 +97,11 @@ def prepare(sources, dataset, person, groups, detect_every, detector, faces):
               help="Lip augmentation per segment. basic: mirror, +-3 px shift, contrast/brightness (the first house "
                    "model's); geometric adds zoom 0.85-1.15, rotation +-6 degrees and low-resolution blur.")
 @click.option("--stop-after", type=int, default=None, help="End this invocation at this step (checkpointed); continue later with --resume.")
+@click.option("--init", "init", default=None, metavar="MODEL_OR_CHECKPOINT",
+              help="Start from these weights (a .model file or a .pt checkpoint of the same architecture and size), "
+                   "e.g. to continue the house model on more people.")
 def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
-        seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after):
+        seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after, init):
     """Train a sync network on prepared datasets, persons split for validation, on CPU or GPU."""
     from .fit import FitOptions
     from .fit import fit as run_fit
@@ -107,7 +110,7 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
                          val_persons=[p for p in val_persons.split(",") if p], refine_at=refine_at,
                          checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads, device=device,
                          stop_after=stop_after, pooled=pooled, dropout=dropout, weight_decay=weight_decay,
-                         augment=augment)
+                         augment=augment, init=init)
     try:
         run_fit(list(datasets), out, options, resume=resume, report=lambda m: tqdm.write(m, file=sys.stderr),
                 progress=lambda **kw: tqdm(desc="fit", unit="step", file=sys.stderr, **kw))

@@ -26,7 +26,7 @@ from ..model.weights import BadWeights, check_state_dict
 from ..outputs import atomic_output
 from .data import load_tracks
 from .evaluate import evaluate, refine_mask, track_dists
-from .nets import ARCHITECTURES, SYNCNET_FEATURES, batch_lip_embeddings, build, check_tracks
+from .nets import ARCHITECTURES, SYNCNET_FEATURES, arch_of, batch_lip_embeddings, build, check_tracks
 from .objectives import OBJECTIVES, pair_loss
 from .pairs import PairSampler, featurize
 
@@ -57,6 +57,7 @@ class FitOptions:
     dropout: float = 0.0
     augment: str = "geometric"  # "basic" (the first house model's) or "geometric" (see pairs.PairSampler._augment)
     stop_after: int | None = None  # end this invocation at this step (resume later); not a run option
+    init: str | None = None  # start from these weights (a model file or checkpoint) instead of random ones
 
     @property
     def model_config(self) -> dict:
@@ -97,6 +98,27 @@ def _tensorboard(folder: Path, report: Callable[[str], None]):
         return None
     report(f"TensorBoard logs in {folder} (tensorboard --logdir {folder.parent})")
     return SummaryWriter(str(folder))
+
+
+def init_weights(net: torch.nn.Module, source: str) -> None:
+    """Warm start: copy the weights of a model file (.model) or a checkpoint (.pt) of the same architecture
+    into `net`. An exported model's `distance_scale` is reset to 1: it was calibrated for confidences, and
+    training's softmax must see distances as the run that made them did."""
+    from ..model.weights import BadWeights, load_model
+    from .export import load_checkpoint
+
+    try:
+        other = load_checkpoint(source)[0] if source.endswith(".pt") else load_model(source).net
+    except (BadWeights, OSError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"--init {source}: cannot be read as a model or checkpoint ({str(exc).splitlines()[0]})") from None
+    state = other.state_dict()
+    mine = net.state_dict()
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+        raise ValueError(f"--init {source}: its network does not match --arch {arch_of(net)} with these options "
+                         f"(different layers or sizes)")
+    if "distance_scale" in state:
+        state = {**state, "distance_scale": torch.tensor(1.0)}
+    net.load_state_dict(state)
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -151,7 +173,11 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
            f"{len(persons) - len(val_set)} persons), {len(val_tracks)} validation tracks "
            f"({len(val_set)} persons: {', '.join(sorted(val_set)) or 'none'})")
 
-    net = build(options.arch, cfg).to(device)
+    net = build(options.arch, cfg)
+    if options.init and not state:  # a resumed run has its own weights
+        init_weights(net, options.init)
+        report(f"starting from the weights of {options.init}")
+    net = net.to(device)
     # AMP on GPU: bfloat16 autocast (same exponent range as float32: no loss scaling needed); CPU stays
     # float32, so CPU runs are bit-reproducible
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
