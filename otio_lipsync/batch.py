@@ -739,13 +739,15 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
         cells = [esc(shown(r["file"])), esc(status)]
         if r.get("status") != "ok":
             error = r.get("error", "")
-            cells += ["", "", esc(error[len(r["file"]) + 2:] if error.startswith(f"{r['file']}: ") else error)]
+            cells += ["", "", "", esc(error[len(r["file"]) + 2:] if error.startswith(f"{r['file']}: ") else error)]
         elif r["kind"] == "timeline":
             s = r["timeline_report"]["summary"]
-            cells += ["", "", esc(f"{s['clips_analysed']} clip(s) analysed, {s['out_of_tolerance']} out of "
+            cells += ["", "", "", esc(f"{s['clips_analysed']} clip(s) analysed, {s['out_of_tolerance']} out of "
                                   f"tolerance (EBU R37); annotated: {r.get('timeline', '')}")]
         else:
-            cells += [f"{a['audio_delay_ms']:+.0f}", f"{a['confidence']:.2f}", esc(note_of(r))]
+            p = a.get("sync_probability")
+            cells += [f"{a['audio_delay_ms']:+.0f}", f"{a['confidence']:.2f}", "" if p is None else f"{p:.2f}",
+                      esc(note_of(r))]
         values = (r.get("score") or {}).get("values", {})
         cells += [f"{values[c.key]:.3f}" if values.get(c.key) is not None else "" for c in columns]
         picture = ""
@@ -774,7 +776,7 @@ details[open] summary{{margin-bottom:4px}}</style></head><body>
 <p>Paths below are relative to <code>{esc(root)}</code>.</p>
 {averages}<p>standard: {esc(standard or "none")}; otio-lipsync {esc(__version__)}. Audio delay: positive = the sound is
 late. Failures and out-of-tolerance items first.</p>
-<table><tr><th>file</th><th>status</th><th>audio delay (ms)</th><th>confidence</th><th>notes</th>
+<table><tr><th>file</th><th>status</th><th>audio delay (ms)</th><th>confidence</th><th title="sync_probability: how likely the offset is the true one (README: Verdicts)">p(sync)</th><th>notes</th>
 {"".join(f"<th>{esc(c.label)}</th>" for c in columns)}<th>offset / confidence over time</th></tr>
 {chr(10).join(body)}
 </table></body></html>

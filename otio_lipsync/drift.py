@@ -48,7 +48,9 @@ class Drift:
 
     def describe(self) -> str:
         if self.verdict == "insufficient":
-            return f"drift: cannot tell ({self.reason})" if self.reason else "drift: not enough confident spans to tell"
+            if "disagree" in self.reason:  # evidence that something is off: say what
+                return f"drift: cannot tell ({self.reason})"
+            return "drift: not enough confident spans to tell"
         if self.verdict == "constant":
             return f"drift: none ({self.ms_per_minute:+.1f} ms/min), one constant slip fixes it"
         return (f"drift: {self.ms_per_minute:+.1f} ms/min ({self.change_over_file_ms:+.0f} ms over the file): "

@@ -47,7 +47,7 @@ def test_report_rows_are_compact_relative_and_explained(batch_out):
     for row in rows:
         if "take.mp4" in row:
             assert "<details><summary>plot</summary><img" in row  # the plot opens on click
-            notes = re.findall(r"<td>(.*?)</td>", row)[4]
+            notes = re.findall(r"<td>(.*?)</td>", row)[5]  # file, status, delay, confidence, p(sync), notes
             assert notes and notes != "insufficient" and " " in notes  # words, not a bare verdict
 
 
