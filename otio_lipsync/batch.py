@@ -304,11 +304,16 @@ def init_worker(threads: int, parent_pid: int | None = None) -> None:
 
 
 def _engine(options: dict):
-    key = (options.get("model"), options["vshift"], options["precision"])
+    vshift = options["vshift"]
+    if vshift is None and options.get("score"):  # the same numbers as `lipsync score`
+        from .score import SCORE_VSHIFT
+
+        vshift = SCORE_VSHIFT
+    key = (options.get("model"), vshift, options["precision"])
     if key not in _engines:
         from .cli import load_engine
 
-        _engines[key] = load_engine(options.get("model"), options["vshift"], None, None, options["precision"])
+        _engines[key] = load_engine(options.get("model"), vshift, None, None, options["precision"])
     return _engines[key]
 
 

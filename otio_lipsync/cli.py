@@ -545,7 +545,7 @@ def _score_metric_names():
               help="Write {summary, files} as JSON to PATH, or to stdout with `-` (the table then goes to stderr).")
 @click.option("--csv", "csv_path", metavar="PATH", default=None,
               help="Write one CSV row per file (and per face track of raw footage).")
-@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15).")
+@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15: score.SCORE_VSHIFT).")
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
@@ -856,8 +856,9 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
     except OSError as exc:
         _fail(f"{results_dir}: {exc.strerror or exc}")
     click.echo(f"lipsync batch: {summary['items']} item(s): {summary['failed']} failed, "
-               f"{summary['out_of_tolerance']} out of tolerance -> {os.path.join(results_dir, 'report.html')}",
-               err=True)
+               f"{summary['out_of_tolerance']} out of tolerance"
+               + (f", {summary['no_sync']} no sync" if summary.get("no_sync") else "")
+               + f" -> {os.path.join(results_dir, 'report.html')}", err=True)
     for name, scores in summary.get("scores", {}).items():
         click.echo(f"lipsync batch: {summary_line(get_metric(name), scores)}", err=True)
     if score_filter:
@@ -866,5 +867,5 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
                    f"offscreen ratio <= {max_offscreen}): {filter_path}", err=True)
     if summary["failed"]:
         sys.exit(EXIT_ERROR)
-    if summary["out_of_tolerance"]:
+    if summary["out_of_tolerance"] or (standard and summary.get("no_sync")):  # no_sync fails a standard too
         sys.exit(EXIT_FAIL)

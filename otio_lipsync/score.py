@@ -34,6 +34,10 @@ from typing import Protocol
 
 from .media import VIDEO_SUFFIXES
 
+# Wav2Lip's evaluation scripts (LSE-D / LSE-C) search +-15 frames: scores are defined over that range,
+# whatever the engine's default search (`lipsync score` and `batch --score` both use it)
+SCORE_VSHIFT = 15
+
 SCHEMA = "otio-lipsync/score/1"
 
 
