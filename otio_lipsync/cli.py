@@ -545,7 +545,7 @@ def _score_metric_names():
               help="Write {summary, files} as JSON to PATH, or to stdout with `-` (the table then goes to stderr).")
 @click.option("--csv", "csv_path", metavar="PATH", default=None,
               help="Write one CSV row per file (and per face track of raw footage).")
-@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15: score.SCORE_VSHIFT).")
+@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15).")  # score.SCORE_VSHIFT
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
