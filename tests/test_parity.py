@@ -144,12 +144,23 @@ def test_reference_decode_matches_plain_golden_fields(engine, golden, name):
     assert_reduction_matches(result, g)
 
 
+def _native_bfloat16() -> bool:
+    """AVX512-BF16 or AMX: without them torch emulates bfloat16 convolutions, ~20x slower than float32
+    (measured on an AMD EPYC CI machine: 18.8 s against 0.9 s for 16 SyncNet windows)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def test_bfloat16_mode_keeps_every_offset(stand_in, golden):
-    """The opt-in fast mode is not parity, but it must not change an answer."""
+    """The opt-in fast mode is not parity, but it must not change an answer. Every golden clip where the
+    CPU has native bfloat16; on emulated bfloat16 the shortest one only (all six would take ~20 minutes)."""
     from otio_lipsync.sync import SyncEngine
 
     fast = SyncEngine(stand_in, precision="bfloat16")
-    for name in GOLDEN_NAMES:
+    for name in GOLDEN_NAMES if _native_bfloat16() else ["vr5_adv5"]:
         g = golden(name)
         frames, _ = media.read_all(str(reference_input(name)))
         result = fast.analyse([("video", frames), ("audio", g["audio"])])
