@@ -20,7 +20,7 @@ from .errors import NoFace, TooShort
 from .faces.detectors import TILE_PX, FaceDetector, detect_tiles, make_detector
 from .faces.shots import ShotDetector
 from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
-from .speakers import SpeakerOptions, combine, segments, speaking_mask, track_evidence, window_weights
+from .speakers import SpeakerOptions, combine, segments, speaking_mask, window_weights
 from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip, usable_vshift
 from .verdict import calibration_for, judge
 
@@ -264,7 +264,7 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
     framewise = [None] * max(0, num_frames - 5)
     tracks = []
     for number, ((track, r), mask) in enumerate(zip(kept, masks)):
-        own = track_evidence(r.dists, r.framewise_confidence, vshift, engine.edges, options.speakers)
+        own = combine([r.dists], [r.framewise_confidence], [mask], vshift, engine.edges)  # this face alone
         track_verdict, track_probability = judge(r.offset_frames, own.evidence if own else None, calibration)
         for i, value in enumerate(r.framewise_confidence):
             f = track.first + i
