@@ -41,8 +41,9 @@ class Analysis:
     media: dict = field(default_factory=dict)
     shots: list[dict] | None = None  # raw footage only: [{start_s, end_s}]
     tracks: list[dict] | None = None  # raw footage only: one entry per face track
-    basis: str | None = None  # raw footage: "speaking" (offset from speaking faces) or "all-tracks"
+    basis: str | None = None  # raw footage: "speaking" (confident windows of all faces), "all-tracks" or "best-track"
     drift: dict | None = None  # offsets over time, ms/minute, verdict (see drift.py)
+    speech: list | None = None  # raw footage: [[start_s, end_s], ...] where the sound holds speech (speech.py)
     tool: dict = field(default_factory=lambda: {"name": "otio-lipsync", "version": __version__})
     schema: str = SCHEMA
 

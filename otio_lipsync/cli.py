@@ -179,8 +179,9 @@ def main(verbose, log_path):
                    "2 when any could not be measured.")
 @click.option("--plot", "plot_path", metavar="PNG", default=None,
               help="Draw offset and confidence over time (with several files: a folder, one PNG per file).")
-@click.option("--speaking-threshold", default=0.4, show_default=True,
-              help="Raw footage: speaking probability above which a face counts as speaking.")
+@click.option("--speaking-threshold", default=0.9, show_default=True, type=click.FloatRange(0, 1),
+              help="Raw footage: during speech the likeliest face in view is the speaker; a second face counts "
+                   "as speaking at the same moment only at this speaking probability or above.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, max_offset_ms, vshift, batch_size,
           threads, precision, audio_stream, channel, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
           shot_threshold, tiles, annotate, standard, plot_path, speaking_threshold):

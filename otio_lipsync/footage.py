@@ -8,7 +8,7 @@ sync stream keeps only distances, and audio is dropped once no open track needs 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -20,7 +20,10 @@ from .errors import NoFace, TooShort
 from .faces.detectors import TILE_PX, FaceDetector, detect_tiles, make_detector
 from .faces.shots import ShotDetector
 from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
-from .speakers import SpeakerOptions, combine, segments, speaking_mask, window_weights
+from .speakers import (UNCALIBRATED, SpeakerOptions, SpeakingModel, attribute, combine, offset_margin, segments, vote_windows,
+                       window_weights)
+from .speakers import _runs
+from .speech import SpeechActivity, speech_frames, window_speech
 from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip, usable_vshift
 from .verdict import calibration_for, judge
 
@@ -195,6 +198,7 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
     scan = FootageScan(path, options, detector, audio_stream, progress, channel, start_s, duration_s)
     lookahead = scan.options.tracks.lookahead
     audio = _Audio()
+    speech = SpeechActivity()  # streams beside the tracks: memory stays flat
     syncs: dict[int, _TrackSync] = {}
     ended: list[_TrackSync] = []
     results: dict[int, SyncResult] = {}
@@ -238,6 +242,7 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
     for kind, data in scan:
         if kind == "audio":
             audio.append(data)
+            speech.feed(data)
         else:
             on_crops(data)
         settle(final=False)
@@ -245,27 +250,48 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
     kept = sorted(((t, results[t.id]) for t in scan.kept_tracks() if t.id in results), key=lambda tr: tr[0].first)
     if results_out is not None:
         results_out.extend(r for _, r in kept)
-    return _analysis(path, scan, kept, engine), [t for t, _ in kept]
+    return _analysis(path, scan, kept, engine, speech.frame_probability()), [t for t, _ in kept]
 
 
-def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]], engine: SyncEngine) -> Analysis:
+def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]], engine: SyncEngine,
+              speech_probability: np.ndarray) -> Analysis:
     num_frames, info, options = scan.num_frames, scan.info, scan.options
     shot_list = scan.shots.shots(num_frames)
     if not kept:
         raise NoFace(path, f"no face found: no usable face track in {num_frames} frames")
     vshift = usable_vshift([r.num_windows for _, r in kept], engine.vshift, engine.edges, path)  # short: narrower
     kept = [(t, r.narrowed(vshift)) for t, r in kept]
-    masks = [speaking_mask(r.framewise_confidence, options.speakers) for _, r in kept]
+    speech = speech_frames(speech_probability, options.speakers.speech_threshold)
+    masks = [vote_windows(r.framewise_confidence, window_speech(speech, track.first, r.num_windows, 0))
+             for track, r in kept]
     combined = combine([r.dists for _, r in kept], [r.framewise_confidence for _, r in kept], masks, vshift,
                        engine.edges)
     calibration = calibration_for(engine.model, vshift)
     drift = _drift(kept, masks, combined.basis, vshift, engine.edges, calibration)
     verdict, probability = judge(combined.offset_frames, combined.evidence, calibration)
+    # each face alone: its own offset's verdict (no_sync: the sound is not this face's)
+    owns = [combine([r.dists], [r.framewise_confidence], [mask], vshift, engine.edges)
+            for (_, r), mask in zip(kept, masks)]
+    judged = [judge(r.offset_frames, own.evidence if own else None, calibration) for (_, r), own in zip(kept, owns)]
+    if probability is not None and len(kept) > 1:
+        # two people taking turns mix one face's true dip with the other's noise: when one face's own
+        # offset is likelier than the mixture's and disagrees with it, that face carries the file
+        best = max(range(len(kept)), key=lambda t: -1.0 if judged[t][1] is None else judged[t][1])
+        if owns[best] and (judged[best][1] or 0) > probability \
+                and abs(owns[best].offset_frames - combined.offset_frames) > 1:
+            combined = replace(owns[best], basis="best-track")
+            verdict, probability = judge(combined.offset_frames, combined.evidence, calibration)
+    speaking_model = SpeakingModel.from_dict(calibration.speaking if calibration else None) or UNCALIBRATED
+    speaking_p, speaking = attribute(
+        [offset_margin(r.dists, combined.offset_frames, vshift,
+                       inside_clip(r.num_windows, vshift) if engine.edges == "valid" else None,
+                       speaking_model.reach_frames) for _, r in kept],
+        [track.first for track, _ in kept],
+        [window_speech(speech, track.first, r.num_windows, combined.offset_frames) for track, r in kept],
+        [v != "no_sync" for v, _ in judged], speaking_model, options.speakers)
     framewise = [None] * max(0, num_frames - 5)
     tracks = []
-    for number, ((track, r), mask) in enumerate(zip(kept, masks)):
-        own = combine([r.dists], [r.framewise_confidence], [mask], vshift, engine.edges)  # this face alone
-        track_verdict, track_probability = judge(r.offset_frames, own.evidence if own else None, calibration)
+    for number, ((track, r), (track_verdict, track_probability)) in enumerate(zip(kept, judged)):
         for i, value in enumerate(r.framewise_confidence):
             f = track.first + i
             if f < len(framewise) and (framewise[f] is None or value > framewise[f]):
@@ -286,7 +312,10 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
             # a track whose offset differs from the file's by more than a frame is reported as such
             "agrees_with_file": abs(r.offset_frames - combined.offset_frames) <= 1,
             "framewise_confidence": [round(float(v), 6) for v in r.framewise_confidence],  # from start_s on
-            "speaking": segments(mask, track.first),
+            "speaking": segments(speaking[number], track.first),
+            # per window from start_s on: how likely this face is the one speaking (null: no calibration)
+            "speaking_probability": ([round(float(v), 3) for v in speaking_p[number]]
+                                     if calibration and calibration.speaking else None),
         })
     model = engine.model.describe() if engine.model else {"name": "unnamed", "sha256": None}
     return Analysis(
@@ -299,6 +328,7 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
         shots=[{"start_s": round(a / FPS, 3), "end_s": round(b / FPS, 3)} for a, b in shot_list],
         tracks=tracks, basis=combined.basis, drift=drift,
+        speech=[[round(a / FPS, 3), round(b / FPS, 3)] for a, b in _runs(speech)],
     )
 
 

@@ -93,6 +93,7 @@ class Calibration:
     fitted_on: dict = field(default_factory=dict)  # persons, counts, command
     reliability: list[dict] = field(default_factory=list)  # predicted vs observed, by person-held-out folds
     schema: str = CALIBRATION_SCHEMA
+    speaking: dict = field(default_factory=dict)  # speakers.SpeakingModel, fitted beside it (train/calibrate.py)
 
     def probability(self, ev: dict) -> float:
         x = (np.array([ev[f] for f in self.features]) - np.array(self.mean)) / np.array(self.scale)

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from ..footage import FootageOptions, analyse_footage
-from ..speakers import track_evidence
-from ..sync import SyncEngine, SyncStream
+from ..speakers import SpeakingModel, offset_margin, track_evidence
+from ..speech import window_speech
+from ..sync import SyncEngine, SyncStream, inside_clip
 from ..verdict import FEATURES, Calibration
 
 SHIFTS = (0, -2, 2, -5, 5, -10, 10, -20, 20)  # frames of applied audio delay (kept within the search)
@@ -42,6 +43,7 @@ class ClipEmbeddings:
     person: str
     lip: np.ndarray  # (n, D): window i starts at the track's frame first + i
     aud: np.ndarray  # (n, D): the audio window paired with lip window i in the file as it is
+    speech: np.ndarray | None = None  # (n,) bool: audio window i holds speech (speech.py); None: not known
 
 
 class _KeepingStream(SyncStream):
@@ -77,10 +79,11 @@ def clip_embeddings(path: str, person: str, model, cache_dir: Path, options: Foo
     cache = cache_dir / f"{_cache_key(path, model.sha256)}.npz"
     if cache.is_file():
         data = np.load(cache)
-        return ClipEmbeddings(path, person, data["lip"], data["aud"])
+        if "speech" in data:  # caches made before speech activity are recomputed
+            return ClipEmbeddings(path, person, data["lip"], data["aud"], data["speech"])
     engine = _KeepingEngine(model)
     results = []
-    _, tracks = analyse_footage(path, engine, options, detector=detector, results_out=results)
+    analysis, tracks = analyse_footage(path, engine, options, detector=detector, results_out=results)
     main = max(range(len(tracks)), key=lambda i: results[i].num_windows)
     stream = engine.streams[f"{path}#track{tracks[main].id}"]
     n = results[main].num_windows
@@ -90,9 +93,18 @@ def clip_embeddings(path: str, person: str, model, cache_dir: Path, options: Foo
     check = pair_distances(lip, aud, results[main].vshift)
     if not np.allclose(check, results[main].dists, atol=1e-3):
         raise RuntimeError(f"{path}: re-paired distances differ from the engine's")
+    frames = np.zeros(analysis_frames(analysis), bool)  # the pipeline's speech decision, per frame
+    for a, b in analysis.speech or []:
+        frames[int(round(a * 25)):int(round(b * 25))] = True
+    speech = window_speech(frames, tracks[main].first, n, 0)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, lip=lip, aud=aud)
-    return ClipEmbeddings(path, person, lip, aud)
+    np.savez(cache, lip=lip, aud=aud, speech=speech)
+    return ClipEmbeddings(path, person, lip, aud, speech)
+
+
+def analysis_frames(analysis) -> int:
+    ends = [b for _, b in analysis.speech or []] + [t["end_s"] for t in analysis.tracks or []]
+    return int(round(max(ends, default=0) * 25)) + 1
 
 
 def pair_distances(lip: np.ndarray, aud: np.ndarray, vshift: int) -> np.ndarray:
@@ -106,7 +118,7 @@ def pair_distances(lip: np.ndarray, aud: np.ndarray, vshift: int) -> np.ndarray:
     return torch.nn.functional.pairwise_distance(lip_t[:, None, :], gathered).numpy()
 
 
-def _example(lip, aud, vshift, edges, true_offset: int | None) -> dict | None:
+def _example(lip, aud, vshift, edges, true_offset: int | None, speech=None) -> dict | None:
     from ..errors import TooShort
     from ..sync import offset_from_dists, usable_vshift
 
@@ -119,7 +131,7 @@ def _example(lip, aud, vshift, edges, true_offset: int | None) -> dict | None:
         return None
     dists = pair_distances(lip, aud, vshift)
     fconf = offset_from_dists(dists, vshift, edges)[5]
-    combined = track_evidence(dists, fconf, vshift, edges)
+    combined = track_evidence(dists, fconf, vshift, edges, None if speech is None else speech[:len(dists)])
     label = true_offset is not None and abs(combined.offset_frames - true_offset) <= 1
     return {"evidence": combined.evidence, "offset": combined.offset_frames, "true_offset": true_offset,
             "label": int(label), "windows": len(dists)}
@@ -130,30 +142,34 @@ def examples(clips: list[ClipEmbeddings], vshift: int, edges: str, seed: int = 0
     rng = np.random.default_rng(seed)
     out = []
     for ci, c in enumerate(clips):
-        pieces = [(c.lip, c.aud)]
+        speech = c.speech if c.speech is not None else np.ones(len(c.aud), bool)
+        pieces = [(c.lip, c.aud, speech)]
         if len(c.lip) > 2 * SEGMENT_WINDOWS:
             mid = (len(c.lip) - SEGMENT_WINDOWS) // 2
-            pieces.append((c.lip[mid:mid + SEGMENT_WINDOWS], c.aud[mid:mid + SEGMENT_WINDOWS]))
+            cut = slice(mid, mid + SEGMENT_WINDOWS)
+            pieces.append((c.lip[cut], c.aud[cut], speech[cut]))
         # the clip's own offset, when it is small, is its truth (sources claim sync within a few frames;
         # models trained apart agree on such offsets: README, House model); a larger reading is the model's
         # error and the claimed 0 stays the truth
-        whole = _example(c.lip, c.aud, vshift, edges, true_offset=0)
+        whole = _example(c.lip, c.aud, vshift, edges, true_offset=0, speech=speech)
         own = whole["offset"] if whole and abs(whole["offset"]) <= OWN_OFFSET_MAX else 0
-        for lip, aud in pieces:
+        for lip, aud, sp in pieces:  # sp: speech per audio window, moving with the audio
             n = len(lip)
             for s in SHIFTS:
                 if abs(s) > vshift - 3 or n - abs(s) < 10:
                     continue
                 # audio delayed by s frames: video window i + s pairs with audio window i (offset -s)
-                shifted = (lip[s:], aud[:n - s]) if s >= 0 else (lip[:n + s], aud[-s:])
-                ex = _example(*shifted, vshift, edges, true_offset=own - s)
+                shifted = (lip[s:], aud[:n - s], sp[:n - s]) if s >= 0 else (lip[:n + s], aud[-s:], sp[-s:])
+                ex = _example(*shifted[:2], vshift, edges, true_offset=own - s, speech=shifted[2])
                 if ex:
                     out.append({**ex, "person": c.person, "file": c.file, "kind": "synced" if s == 0 else "shifted"})
             others = [o for o in clips if o.person != c.person]
             for oi in rng.choice(len(others), size=min(MISMATCH_PER_CLIP, len(others)), replace=False):
                 o = others[oi]
                 start = int(rng.integers(0, max(1, len(o.aud) - n + 1)))
-                ex = _example(lip, o.aud[start:start + n], vshift, edges, true_offset=None)
+                o_speech = o.speech if o.speech is not None else np.ones(len(o.aud), bool)
+                ex = _example(lip, o.aud[start:start + n], vshift, edges, true_offset=None,
+                              speech=o_speech[start:start + n])
                 if ex:
                     out.append({**ex, "person": c.person, "file": c.file, "kind": "mismatched"})
     return out
@@ -247,4 +263,119 @@ def calibrate(sources, model, vshift: int, cache_dir: Path, report: Callable[[st
     engine_edges = SyncEngine(model).edges
     exs = examples(clips, vshift, engine_edges)
     cal, _ = fit_calibration(exs, model.sha256, vshift, command=command)
+    cal.speaking = fit_speaking(clips, vshift, engine_edges)
     return cal
+
+
+# --- speaking probability (speakers.attribute) -------------------------------------------------------------
+SWITCH_WINDOWS = 75  # composites switch the soundtrack between the two faces every 3 s
+SKIP_AROUND_SWITCH = 12  # windows (~0.5 s) either side of a switch are neither fitted nor scored
+PARTNERS = 4  # each clip is paired with this many clips of other persons
+SIGMAS = (4.0, 8.0, 12.0, 18.0, 25.0)  # smoothing candidates (frames) ...
+REACHES = (0, 1, 2, 3)  # ... and offset_margin reaches: the pair with the best accuracy on the composites wins
+
+
+def _margins(lip, aud, vshift, edges) -> dict[int, np.ndarray]:
+    dists = pair_distances(lip, aud, vshift)
+    inside = inside_clip(len(dists), vshift) if edges == "valid" else None
+    return {reach: offset_margin(dists, 0, vshift, inside, reach) for reach in REACHES}
+
+
+def speaking_examples(clips: list[ClipEmbeddings], vshift: int, edges: str, seed: int = 0) -> dict:
+    """Raw margins for the two kinds of example, made from embeddings as the engine pairs them:
+    - "among": two faces in view (two clips of different persons, cut to the shorter), the soundtrack
+      switching from one's own audio to the other's every 3 s; each face is speaking while its audio plays;
+    - "alone": one face with its own audio (speaking) or another person's (not speaking)."""
+    rng = np.random.default_rng(seed)
+    among, alone = [], []
+    for ai, a in enumerate(clips):
+        others = [bi for bi, b in enumerate(clips) if b.person != a.person]
+        for bi in rng.permutation(others)[:PARTNERS]:
+            b = clips[bi]
+            n = min(len(a.lip), len(b.lip), len(a.aud), len(b.aud))
+            if n < 2 * SWITCH_WINDOWS:
+                continue
+            plays_a = ((np.arange(n) + int(rng.integers(SWITCH_WINDOWS))) // SWITCH_WINDOWS) % 2 == 0
+            aud = np.where(plays_a[:, None], a.aud[:n], b.aud[:n])
+            switch = np.flatnonzero(np.diff(plays_a.astype(int)))
+            scored = np.ones(n, bool)
+            for w in switch:
+                scored[max(0, w - SKIP_AROUND_SWITCH):w + SKIP_AROUND_SWITCH + 1] = False
+            among.append({"persons": (a.person, b.person), "margins": (_margins(a.lip[:n], aud, vshift, edges),
+                                                                       _margins(b.lip[:n], aud, vshift, edges)),
+                          "labels": (plays_a, ~plays_a), "scored": scored})
+        other = clips[int(rng.choice(others))] if others else None
+        alone.append({"person": a.person, "margin": _margins(a.lip, a.aud, vshift, edges), "label": True})
+        if other is not None:
+            n = min(len(a.lip), len(other.aud))
+            alone.append({"person": a.person, "margin": _margins(a.lip[:n], other.aud[:n], vshift, edges),
+                          "label": False})
+    return {"among": among, "alone": alone}
+
+
+def _speaking_rows(raw: dict, sigma: float, reach: int, exclude: str | None = None):
+    """Feature rows ([z], label) for "alone" and ([z, centred z - the other's], label) for "among" (see
+    speakers.SpeakingModel), leaving out one person."""
+    smooth = SpeakingModel(sigma, [0, 0], [0, 0, 0]).smooth
+    alone_x, alone_y, among_x, among_y = [], [], [], []
+    for e in raw["alone"]:
+        if e["person"] != exclude:
+            z, _ = smooth(e["margin"][reach])
+            alone_x.append(z[:, None])
+            alone_y.append(np.full(len(z), float(e["label"])))
+    for e in raw["among"]:
+        if exclude in e["persons"]:
+            continue
+        z = [smooth(m[reach]) for m in e["margins"]]  # (smoothed, centred) per face
+        for t in (0, 1):
+            among_x.append(np.stack([z[t][0], z[t][1] - z[1 - t][1]], 1)[e["scored"]])
+            among_y.append(e["labels"][t][e["scored"]].astype(float))
+    cat = lambda xs, d: np.concatenate(xs) if xs else np.zeros((0, d) if d else 0)  # noqa: E731
+    return cat(alone_x, 1), cat(alone_y, 0), cat(among_x, 2), cat(among_y, 0)
+
+
+def fit_speaking(clips: list[ClipEmbeddings], vshift: int, edges: str) -> dict:
+    """The speaking model (speakers.SpeakingModel as a dict) with its person-held-out accuracy: on the
+    composites, the share of scored windows where the face that is speaking is the likelier of the two
+    (speakers.attribute's rule), and per-window reliability."""
+    raw = speaking_examples(clips, vshift, edges)
+    persons = sorted({c.person for c in clips})
+    results = {}
+    for sigma in SIGMAS:  # the rule (the likelier face speaks) has nothing fitted but these two
+        for reach in REACHES:
+            _, _, x, y = _speaking_rows({"alone": [], "among": raw["among"]}, sigma, reach)
+            results[(sigma, reach)] = float(((x[:, 1] >= 0) == (y > 0.5)).mean()) if len(y) else 0.0
+    sigma, reach = max(results, key=results.get)
+    ax, ay, mx, my = _speaking_rows(raw, sigma, reach)
+    alone_coef, alone_b = _fit_logistic(ax, ay, np.ones(len(ay)))
+    among_coef, among_b = _fit_logistic(mx, my, np.ones(len(my)))
+    # reliability of the "among" probability, person-held-out
+    held, labels = [], []
+    for person in persons:
+        _, _, tx, ty = _speaking_rows(raw, sigma, reach, exclude=person)
+        if not len(ty):
+            continue
+        c, b = _fit_logistic(tx, ty, np.ones(len(ty)))
+        _, _, vx, vy = _speaking_rows({"alone": [], "among": [e for e in raw["among"] if person in e["persons"]]},
+                                      sigma, reach)
+        held.append(1 / (1 + np.exp(-(vx @ c + b))))
+        labels.append(vy)
+    held, labels = (np.concatenate(held), np.concatenate(labels)) if held else (np.zeros(0), np.zeros(0))
+    reliability = []
+    for a, b in zip(np.linspace(0, 1, 11)[:-1], np.linspace(0, 1, 11)[1:]):
+        chosen = (held >= a) & ((held < b) | (b == 1.0))
+        if chosen.any():
+            reliability.append({"predicted": f"{a:.1f}-{b:.1f}", "windows": int(chosen.sum()),
+                                "observed": round(float(labels[chosen].mean()), 3)})
+    return {
+        "sigma_frames": sigma,
+        "reach_frames": reach,
+        "alone": [round(float(alone_coef[0]), 6), round(alone_b, 6)],
+        "among": [round(float(among_coef[0]), 6), round(float(among_coef[1]), 6), round(among_b, 6)],
+        "fitted_on": {"composites": len(raw["among"]), "alone_examples": len(raw["alone"]),
+                      "switch_s": SWITCH_WINDOWS / 25, "skip_around_switch_s": SKIP_AROUND_SWITCH / 25},
+        # the rule's accuracy on the composites for each (sigma, reach): the chosen pair is the best of these
+        "accuracy_by_sigma_reach": {f"{k[0]:g},{k[1]}": round(v, 4) for k, v in results.items()},
+        "accuracy": round(results[(sigma, reach)], 4),
+        "reliability": reliability,
+    }
