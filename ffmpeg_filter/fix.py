@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass
 
 from ..children import die_with_parent
-from ..errors import LipsyncError, NoAudioStream, NoVideoStream, OutputError
+from ..errors import CannotFix, FfmpegFailed, NoAudioStream, NoVideoStream, OutputError
 from ..media import find_ffmpeg, probe
 from ..outputs import atomic_output, sweep_stale
 
@@ -30,10 +30,6 @@ METHODS = ("copy", "reencode")
 # containers whose ffmpeg muxer silently drops the start offset of copied audio (tested: the output
 # plays exactly as the input), so `copy` cannot shift it; reencode can
 COPY_CANNOT_SHIFT = {".mxf": "MXF"}
-
-
-class FfmpegFailed(LipsyncError):
-    pass
 
 
 @dataclass
@@ -56,10 +52,6 @@ def _audio_filter(shift_s: float, duration_s: float | None) -> str:
     if duration_s:
         parts.append(f"atrim=end={duration_s:.6f}")
     return ",".join(parts)
-
-
-class CannotFix(LipsyncError):
-    """The container cannot carry the correction with the chosen method."""
 
 
 def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", audio_stream: int = 0,

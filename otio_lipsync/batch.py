@@ -3,7 +3,7 @@
 Shape: `discover()` turns the inputs (files, folders, timelines, CSV/JSONL manifests) into `Item`s, each with
 an identity `key` (sha256 of its absolute path, size + mtime_ns or content hash, the model's sha256 and the
 canonical options JSON). `run_item()` is the worker: it measures one item with the same code as `lipsync check`
-(`cli.measure`) or `lipsync otio` (`otio_adapter.core.annotate_file`) and returns a plain dict. The driver
+(`pipeline.measure`) or `lipsync otio` (`otio_adapter.core.annotate_file`) and returns a plain dict. The driver
 writes `items/<key>.json` atomically as each result arrives, so a result exists iff its file exists: a killed
 batch resumes by skipping the keys that have a file, and nothing is computed twice. At the end
 `results.jsonl`, `summary.csv` and `report.html` are rebuilt from the per-item files.
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import RESULT_REVISION
-from .errors import LipsyncError
+from .errors import BatchError, LipsyncError
 from .media import VIDEO_SUFFIXES
 
 ITEM_SCHEMA = "otio-lipsync/batch-item/1"
@@ -41,10 +41,6 @@ DEFAULTS = {"face_cropped": False, "model": None, "standard": None, "audio_strea
 # options that enter the key only when set: a batch that does not use them keys its items as if they did
 # not exist (so adding such an option never changes keys by itself; RESULT_REVISION is what renews them)
 KEYED_WHEN_SET = {"score"}
-
-
-class BatchError(LipsyncError):
-    """A bad input argument or manifest (one line naming the file)."""
 
 
 def timeline_suffixes() -> set[str]:
@@ -154,7 +150,7 @@ def _bad_value(options: dict) -> str | None:
 
 
 def _metrics() -> list[str]:
-    from .score import METRICS
+    from .metrics import METRICS
 
     return list(METRICS)
 
@@ -230,10 +226,11 @@ _models: dict = {}
 def _model(name: str | None):
     """The LoadedModel a --model value names (cached in the driver); raises BatchError for a bad model."""
     if name not in _models:
-        from .model import BadWeights, ModelNotFound, load
+        from .model import BadWeights, ModelNotFound
+        from .pipeline import load_model
 
         try:
-            _models[name] = load(name)
+            _models[name] = load_model(name)
         except (ModelNotFound, BadWeights) as exc:
             raise BatchError(name or "house", str(exc)) from None
     return _models[name]
@@ -248,7 +245,7 @@ def check_scores(items: list[Item]) -> None:
     """Refuse, once and before any item runs, a score an item's model cannot give (icsyncnet with a model
     that gives distances only): one line, not one failure per item."""
     from .model import NoSyncProbability
-    from .score import check_model, get_metric
+    from .metrics import check_model, get_metric
 
     for name, score in sorted({(i.options.get("model"), i.options["score"]) for i in items
                                if i.kind == "media" and i.options.get("score")}, key=str):
@@ -283,7 +280,6 @@ def assign_keys(items: list[Item], identity: str = "stat") -> None:
 # --- the worker -----------------------------------------------------------------------------------------
 
 _engines: dict = {}
-_detector = None
 
 
 def init_worker(threads: int, parent_pid: int | None = None) -> None:
@@ -306,14 +302,14 @@ def init_worker(threads: int, parent_pid: int | None = None) -> None:
 def _engine(options: dict):
     vshift = options["vshift"]
     if vshift is None and options.get("score"):  # the same numbers as `lipsync score`
-        from .score import SCORE_VSHIFT
+        from .metrics import SCORE_VSHIFT
 
         vshift = SCORE_VSHIFT
     key = (options.get("model"), vshift, options["precision"])
     if key not in _engines:
-        from .cli import load_engine
+        from .pipeline import make_engine
 
-        _engines[key] = load_engine(options.get("model"), vshift, None, None, options["precision"])
+        _engines[key] = make_engine(options.get("model"), vshift=vshift, precision=options["precision"])
     return _engines[key]
 
 
@@ -341,29 +337,27 @@ def run_item(item: dict, results_dir: str) -> dict:
 
 
 def _run_media(item: dict, results_dir: str) -> dict:
-    from .cli import measure
+    from .errors import DetectorUnavailable
     from .ffmpeg_filter import qc
+    from .pipeline import measure, shared_detector
 
-    global _detector
     opts = item["options"]
     engine = _engine(opts)
-    footage_options = None
+    footage_options = detector = None
     if not opts["face_cropped"]:
-        from .faces.detectors import DetectorUnavailable, make_detector
         from .footage import FootageOptions
 
         footage_options = FootageOptions()
-        if _detector is None:
-            try:
-                _detector = make_detector(footage_options.detector)
-            except DetectorUnavailable as exc:
-                raise LipsyncError(item["path"], str(exc)) from None
+        try:
+            detector = shared_detector(footage_options.detector)
+        except DetectorUnavailable as exc:  # the item's error names its file
+            raise LipsyncError(item["path"], str(exc)) from None
     results: list | None = [] if opts.get("score") else None
-    analysis, _ = measure(item["path"], engine, opts["face_cropped"], footage_options, _detector,
-                          opts["audio_stream"], quiet=True, channel=opts["channel"], results_out=results)
+    analysis, _ = measure(item["path"], engine, opts["face_cropped"], footage_options, detector,
+                          opts["audio_stream"], channel=opts["channel"], results_out=results)
     out = {"analysis": analysis.to_dict()}
     if opts.get("score"):  # from the SyncResults the measurement above computed: no second decode or pass
-        from .score import file_score, get_metric
+        from .metrics import file_score, get_metric
 
         s = file_score(item["path"], get_metric(opts["score"]), analysis, results, opts["face_cropped"], engine.model)
         out["score"] = {"metric": s.metric, "values": s.values, "tracks": s.tracks}
@@ -588,7 +582,7 @@ ORDER = {"failed": 0, "no_sync": 1, "out_of_tolerance": 2, "warning": 3, "measur
 
 @dataclass(frozen=True)
 class ScoreFilter:
-    """--filter: where to write the files that pass IC-SyncNet's rule (score.passes_filter), and its bounds."""
+    """--filter: where to write the files that pass IC-SyncNet's rule (metrics.passes_filter), and its bounds."""
     path: str
     min_probability: float = 0.9
     max_offscreen: float = 0.2
@@ -596,15 +590,15 @@ class ScoreFilter:
 
 def score_metrics(results: list[dict]) -> list:
     """The metrics the items were scored with (asked for, even if every such item failed), in registry order."""
-    from .score import METRICS
+    from .metrics import METRICS
 
     asked = {(r.get("options") or {}).get("score") for r in results if r["kind"] == "media"}
     return [m for name, m in METRICS.items() if name in asked]
 
 
 def score_summaries(results: list[dict], metrics: list) -> dict:
-    """metric name -> score.summarise over the items scored with it: the averages `lipsync score` prints."""
-    from .score import FileScore, summarise
+    """metric name -> metrics.summarise over the items scored with it: the averages `lipsync score` prints."""
+    from .metrics import FileScore, summarise
 
     out = {}
     for metric in metrics:
@@ -618,7 +612,7 @@ def score_summaries(results: list[dict], metrics: list) -> dict:
 def write_filter(results: list[dict], score_filter: ScoreFilter) -> list[str]:
     """The icsyncnet-scored files that pass, one per line, sorted (as `lipsync score --filter`)."""
     from .outputs import atomic_output
-    from .score import passes_filter
+    from .metrics import passes_filter
 
     kept = sorted({r["file"] for r in results if (r.get("score") or {}).get("metric") == "icsyncnet"
                    and passes_filter(r["score"]["values"], score_filter.min_probability, score_filter.max_offscreen)})
@@ -720,7 +714,7 @@ def write_report(results_dir: str, rows: list[dict], counts: dict, standard: str
 
     from . import __version__
     from .outputs import atomic_output
-    from .score import get_metric, summary_line
+    from .metrics import get_metric, summary_line
 
     metrics = [get_metric(name) for name in scores or {}]
     columns = [c for m in metrics for c in m.columns]

@@ -23,7 +23,7 @@ import opentimelineio as otio
 
 from . import RESULT_REVISION, __version__
 from .analysis import Analysis
-from .errors import LipsyncError
+from .errors import BadWeights, DetectorUnavailable, LipsyncError, ModelNotFound
 from .ffmpeg_filter.qc import STANDARDS
 
 RationalTime = otio.opentime.RationalTime
@@ -191,7 +191,6 @@ class Analyser:
     def __init__(self, options: Options, engine=None, log=None):
         self.options = options
         self._engine = engine
-        self._detector = None
         self.log = log or (lambda message: None)
         directory = options.cache_dir if options.cache_dir is not None else default_cache_dir()
         self.cache = AnalysisCache(None if directory in ("", "none") else directory, self.log)
@@ -201,10 +200,9 @@ class Analyser:
     @property
     def engine(self):
         if self._engine is None:
-            from .model import load
-            from .sync import SyncEngine
+            from .pipeline import make_engine
 
-            self._engine = SyncEngine(load(self.options.model))
+            self._engine = make_engine(self.options.model)
         return self._engine
 
     def analyse(self, path: str, start_s: float, duration_s: float) -> Analysis:
@@ -223,18 +221,9 @@ class Analyser:
             self.cached += 1
             self.memo[key] = found
             return found
-        if face_cropped:
-            from .analysis import analyse_file
+        from .pipeline import measure
 
-            result, _ = analyse_file(path, engine, start_s=start_s, duration_s=duration_s)
-        else:
-            from .faces.detectors import make_detector
-            from .footage import analyse_footage
-
-            if self._detector is None:
-                self._detector = make_detector()
-            result, _ = analyse_footage(path, engine, detector=self._detector, start_s=start_s,
-                                        duration_s=duration_s)
+        result, _ = measure(path, engine, face_cropped, start_s=start_s, duration_s=duration_s)
         self.analysed += 1
         self.cache.put(key, result)
         self.memo[key] = result
@@ -427,6 +416,8 @@ def process_timeline(timeline, timeline_path: str | None, options: Options, engi
         else:
             try:
                 result = analyser.analyse(path, decode_start, decode_duration)
+            except (ModelNotFound, BadWeights, DetectorUnavailable):
+                raise  # not this clip's fault: the whole run stops (annotate_file says it in one line)
             except LipsyncError as exc:
                 problem = exc.problem
                 status = "no_face" if type(exc).__name__ == "NoFace" else "not_analysed"

@@ -1,4 +1,5 @@
-"""`lipsync score`: lip-sync quality metrics of talking-head videos, per file and averaged.
+"""`lipsync score`'s metrics: lip-sync quality of talking-head videos, per file and averaged (the API's
+`score()` and `lipsync score` measure a file and score it here; this module measures nothing).
 
 Metrics live in a registry (`METRICS`): a metric turns the per-face-track sync results of one file into
 numbers, and says how to average them over files.
@@ -194,31 +195,11 @@ def summarise(metric: Metric, scores: Sequence[FileScore], failed: int = 0) -> d
     }
 
 
-def score_file(path: str, engine, metric: Metric, face_cropped: bool = True, footage_options=None,
-               detector=None, reference_decode: bool = False, ffmpeg: str | None = None, audio_stream: int = 0,
-               channel: int | None = None, progress=None) -> FileScore:
-    """One file -> FileScore; raises a LipsyncError subclass on bad input (NoFace when raw footage has
-    no usable face track)."""
-    if face_cropped:
-        from .analysis import analyse_file
-
-        analysis, result = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
-                                        audio_stream=audio_stream, channel=channel)
-        return file_score(path, metric, analysis, [result], True, engine.model)
-    if reference_decode:
-        raise ValueError("reference decode is syncnet_python's face-crop input path: use it with face_cropped")
-    from .footage import analyse_footage
-
-    results: list = []
-    analysis, _ = analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                                  progress=progress, channel=channel, results_out=results)
-    return file_score(path, metric, analysis, results, False, engine.model)
-
-
 def file_score(path: str, metric: Metric, analysis, results: Sequence, face_cropped: bool, model) -> FileScore:
     """Pure: one file's Analysis and SyncResults (one for a face crop; one per kept face track, in
     `analysis.tracks` order, for raw footage) -> FileScore. `lipsync score` and `lipsync batch --score` both
-    score through here, from the results their measurement already has."""
+    score through here (`api.score_file` measures a file and calls it), from the results their measurement
+    already has."""
     if face_cropped:
         tracks: list[TrackSync] = list(results)
     else:
