@@ -15,15 +15,12 @@ written to a temp file beside OUT and renamed, never over its input.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import subprocess
 from dataclasses import dataclass
 
-from ..children import die_with_parent
 from ..errors import CannotFix, FfmpegFailed, NoAudioStream, NoVideoStream, OutputError
-from ..media import find_ffmpeg, probe
+from ..media import find_ffmpeg, probe, run_ffmpeg
 from ..outputs import atomic_output, sweep_stale
 
 METHODS = ("copy", "reencode")
@@ -101,21 +98,15 @@ def run_fix(plan: FixPlan) -> str:
     """Run the plan into a temp file beside the target and rename it into place."""
     sweep_stale(os.path.dirname(os.path.abspath(plan.target)))  # a killed fix's partial output
     with atomic_output(plan.target) as tmp:
-        try:
-            proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True,
-                                  preexec_fn=functools.partial(die_with_parent, os.getpid()))
-        except OSError as exc:
-            raise FfmpegFailed(plan.source, f"cannot run ffmpeg ({exc})") from None
-        if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-            raise FfmpegFailed(plan.source, f"ffmpeg failed: {reason}")
+        run_ffmpeg(plan.command + [tmp], plan.source, die_with_parent=True)
     return plan.target
 
 
 def video_hashes(path: str, ffmpeg: str | None = None) -> list[str]:
     """md5 of every video stream's packet data (what `-c copy` must leave untouched)."""
-    proc = subprocess.run([find_ffmpeg(ffmpeg), "-nostdin", "-v", "error", "-i", path, "-map", "0:v", "-c", "copy",
-                           "-f", "streamhash", "-hash", "md5", "-"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FfmpegFailed(path, f"ffmpeg streamhash failed: {proc.stderr.strip()[-200:]}")
+    try:
+        proc = run_ffmpeg([find_ffmpeg(ffmpeg), "-nostdin", "-v", "error", "-i", path, "-map", "0:v", "-c", "copy",
+                           "-f", "streamhash", "-hash", "md5", "-"], path)
+    except FfmpegFailed as exc:
+        raise FfmpegFailed(path, f"ffmpeg streamhash failed: {exc.reason}") from None
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]

@@ -15,7 +15,6 @@ Per-item files and results.jsonl are deterministic (same bytes from the pool and
 from __future__ import annotations
 
 import csv
-import fnmatch
 import hashlib
 import json
 import os
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 
 from . import RESULT_REVISION
 from .errors import BatchError, LipsyncError
-from .media import VIDEO_SUFFIXES
+from .inputs import kind_of, walk_folder
 
 ITEM_SCHEMA = "otio-lipsync/batch-item/1"
 MANIFEST_SUFFIXES = {".csv", ".jsonl"}
@@ -63,20 +62,6 @@ class Item:
 
 
 # --- discovery ------------------------------------------------------------------------------------------
-
-def _matches(rel: str, patterns) -> bool:
-    base = os.path.basename(rel)
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(base, p) for p in patterns)
-
-
-def _kind(path: str, timelines: set[str]) -> str | None:
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix in VIDEO_SUFFIXES:
-        return "media"
-    if suffix in timelines:
-        return "timeline"
-    return None
-
 
 def read_manifest(path: str) -> list[tuple[str, dict]]:
     """CSV (header with `path` + option columns) or JSONL ({"path": ..., option: value}) -> [(path, options)].
@@ -167,25 +152,6 @@ def _csv_value(text: str):
         return text.strip()
 
 
-def walk_folder(folder: str, include=(), exclude=(), timelines=frozenset()):
-    """(path, kind) of the media files under folder (and of the timelines, by the given suffixes),
-    recursively, in a stable order; hidden files skipped; GLOBs match the path relative to folder or the
-    name. `lipsync batch` and `lipsync check` both find files this way."""
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            rel = os.path.relpath(full, folder)
-            kind = _kind(name, timelines)
-            if name.startswith(".") or kind is None:
-                continue
-            if include and not _matches(rel, include):
-                continue
-            if exclude and _matches(rel, exclude):
-                continue
-            yield full, kind
-
-
 def discover(inputs, include=(), exclude=(), options: dict | None = None) -> list[Item]:
     """The items of INPUTS, in a stable order, each media file or timeline once. A path that does not exist
     becomes an item too (it fails with its reason and the batch goes on)."""
@@ -195,7 +161,7 @@ def discover(inputs, include=(), exclude=(), options: dict | None = None) -> lis
 
     def add(path: str, overrides: dict | None = None, kind: str | None = None):
         eff = {**base_options, **(overrides or {})}
-        kind = kind or _kind(path, timelines) or "media"
+        kind = kind or kind_of(path, timelines) or "media"
         if kind == "timeline":
             eff["score"] = None  # scores are per media file: --score must not redo timelines
         found.append(Item(os.path.abspath(path), kind, eff))

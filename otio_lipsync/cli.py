@@ -211,6 +211,8 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
         _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
     if reference_decode and not face_cropped:
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
+    from .inputs import check_inputs
+
     check_targets(json_path)
     files, bad_inputs = check_inputs(files)  # before any model loads: a typo costs no seconds
     for exc in bad_inputs.values():
@@ -289,29 +291,6 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if out_of_tolerance:
         _echo_err(f"lipsync: {out_of_tolerance} of {len(files)} file(s) fail {qc_standard.name}")
         sys.exit(EXIT_FAIL)
-
-
-def check_inputs(given) -> tuple[list[str], dict]:
-    """The files to measure (a folder -> its media files, recursively, found as `lipsync batch` finds
-    them) and, before anything loads, the ones that cannot be: {path: LipsyncError}."""
-    from .batch import walk_folder
-    from .errors import MediaNotFound, UnreadableMedia
-    from .media import VIDEO_SUFFIXES
-
-    files, bad = [], {}
-    for path in given:
-        if path != "-" and os.path.isdir(path):
-            found = [full for full, _ in walk_folder(path)]
-            if not found:
-                bad[path] = UnreadableMedia(path, f"is a directory without media files (searched recursively "
-                                                  f"for {', '.join(VIDEO_SUFFIXES)})")
-                found = [path]
-            files += found
-        else:
-            files.append(path)
-            if path != "-" and not os.path.exists(path):
-                bad[path] = MediaNotFound(path, "no such file")
-    return files, bad
 
 
 def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:
@@ -541,14 +520,8 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
 
     from .api import score_file
     from .errors import LipsyncError
-    from .metrics import (
-        SCHEMA,
-        csv_rows,
-        expand_inputs,
-        get_metric,
-        summarise,
-        table,
-    )
+    from .inputs import expand_inputs
+    from .metrics import SCHEMA, csv_rows, get_metric, summarise, table
 
     metric = get_metric(metric_name)
     if reference_decode and not face_cropped:

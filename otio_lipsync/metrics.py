@@ -28,12 +28,11 @@ and an audio window are in sync: for each face track, P[window, shift] over the 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .media import VIDEO_SUFFIXES
+from .inputs import expand_inputs  # noqa: F401 - `lipsync score`'s discovery (inputs.py), importable here
 
 # Wav2Lip's evaluation scripts (LSE-D / LSE-C) search +-15 frames: scores are defined over that range,
 # whatever the engine's default search (`lipsync score` and `batch --score` both use it)
@@ -215,23 +214,6 @@ def check_model(metric: Metric, model) -> None:
     naming the model) when the metric needs IC-SyncNet probabilities and the model gives distances only."""
     if metric.needs_probability:
         model.sync_probability([[0.0]])
-
-
-def expand_inputs(paths: Iterable[str], suffixes: Sequence[str] = VIDEO_SUFFIXES) -> list[str]:
-    """Files as given; a folder -> its video files (by suffix, case-insensitive), recursively, sorted,
-    hidden files and folders skipped. A folder without any video yields nothing."""
-    out = []
-    for p in paths:
-        if p != "-" and os.path.isdir(p):
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, f) for f in files
-                          if not f.startswith(".") and f.lower().endswith(tuple(suffixes))]
-            out += sorted(found)
-        else:
-            out.append(p)
-    return out
 
 
 def _fmt(value, width: int = 8, digits: int = 3) -> str:
