@@ -27,7 +27,7 @@ RESULT_REVISION = 3
 _API = {
     "load_model": "api", "check": "api", "fix": "api", "score": "api", "annotate_timeline": "api",
     "qc_verdict": "api", "make_engine": "api", "make_detector": "api", "FixResult": "api",
-    "Analysis": "analysis", "FileScore": "metrics", "FootageOptions": "footage", "Report": "timeline",
+    "Analysis": "analysis", "FileScore": "metrics", "FootageOptions": "footage", "Report": "otio_adapter.timeline",
     "LipsyncError": "errors", "MediaNotFound": "errors", "UnreadableMedia": "errors", "NoVideoStream": "errors",
     "NoAudioStream": "errors", "TooShort": "errors", "NoFace": "errors", "NoSync": "errors", "OutputError": "errors",
     "OptionError": "errors", "ModelNotFound": "errors", "BadWeights": "errors", "NoSyncProbability": "errors",
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     )
     from .footage import FootageOptions
     from .metrics import FileScore
-    from .timeline import Report
+    from .otio_adapter.timeline import Report
 
 
 def __getattr__(name: str):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .faces.detectors import FaceDetector
     from .footage import FootageOptions
     from .metrics import FileScore
-    from .timeline import Report
+    from .otio_adapter.timeline import Report
 
 __all__ = ["DEFAULT_DETECTOR", "FixResult", "annotate_timeline", "check", "fix", "load_model", "make_detector",
            "make_engine", "measure", "qc_verdict", "score", "score_file"]
@@ -234,7 +234,7 @@ def annotate_timeline(timeline_or_path: Any, *, slip: bool = False, unslip: bool
                              **{f"source_{k}": v for k, v in source_args.items()})
     import opentimelineio as otio
 
-    from .timeline import process_timeline
+    from .otio_adapter.timeline import process_timeline
 
     if not isinstance(timeline_or_path, otio.schema.Timeline):
         raise LipsyncAdapterError(f"expected a timeline or a path to one, not {type(timeline_or_path).__name__}")

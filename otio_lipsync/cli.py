@@ -225,8 +225,8 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
 
     from .errors import LipsyncError
     from .faces.tracks import TrackOptions
-    from .pipeline import measure
     from .footage import FootageOptions
+    from .pipeline import measure
     from .speakers import SpeakerOptions
 
     engine = load_engine(model_name, vshift, batch_size, threads, precision, max_offset_ms)
@@ -255,7 +255,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
                                        reference_decode=reference_decode, ffmpeg=ffmpeg_path, progress=not quiet,
                                        channel=channel)
             if annotate:
-                from .annotate import write_review_video
+                from .review_video import write_review_video
 
                 target = per_file_target(annotate, path, len(files), ".review.mp4")
                 write_review_video(path, analysis, tracks, target, crop_scale=crop_scale)
@@ -398,7 +398,7 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
     import shlex
 
     from .api import fix as fix_file
-    from .errors import LipsyncError
+    from .errors import LipsyncError, NoSync
 
     check_targets(target)
     if source != "-" and not os.path.exists(source):
@@ -428,24 +428,27 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
                     shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
             if target == "-":
                 target_path = os.path.join(work, "out.mkv")
-            done = fix_file(
+            # overwrite=True: the checks above already said whether OUT may be replaced
+            result = fix_file(
                 source_path, target_path, delay_ms=delay_ms, method=method, model=engine, face_cropped=face_cropped,
-                audio_stream=audio_stream, channel=channel, ffmpeg=ffmpeg_path, verify=not no_verify,
-                precision=precision, overwrite=True, dry_run=dry_run, detector=detector,  # the checks above said what OUT may be
+                precision=precision, audio_stream=audio_stream, channel=channel, ffmpeg=ffmpeg_path,
+                verify=not no_verify, overwrite=True, dry_run=dry_run, detector=detector,
                 on_measured=lambda before: click.echo(before.summary().replace(source_path, source, 1), err=True),
                 on_written=lambda shift: say(f"{source}: audio moved {abs(shift):.0f} ms "
                                              f"{'earlier' if shift > 0 else 'later'} ({method}) -> {target}"))
             if dry_run:
-                click.echo(shlex.join(done.command + [target_path]))
+                click.echo(shlex.join(result.command + [target_path]))
                 return
-            if done.after:
-                after = done.after
+            if result.after:
+                after = result.after
                 say(f"{target}: residual {after.audio_delay_ms:+.0f} ms "
                     f"({after.offset_frames:+d} frames), confidence {after.confidence:.2f}")
             if target == "-":
                 with open(target_path, "rb") as done:
                     shutil.copyfileobj(done, sys.stdout.buffer, 1 << 20)
                 sys.stdout.buffer.flush()
+    except NoSync as exc:  # named as the user gave it (`-`), not as the spooled copy
+        _fail(str(NoSync(source, exc.problem)))
     except LipsyncError as exc:
         _fail(str(exc))
 

@@ -108,9 +108,9 @@ def test_annotate_timeline_marks_each_clip(model, clip_path):
     import opentimelineio as otio
 
     rate = 25
-    clip = otio.schema.Clip(
-        name="take 1", media_reference=otio.schema.ExternalReference(target_url=clip_path),
-        source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(100, rate)))
+    used = otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(100, rate))
+    clip = otio.schema.Clip(name="take 1", media_reference=otio.schema.ExternalReference(target_url=clip_path),
+                            source_range=used)
     track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
     track.append(clip)
     timeline = otio.schema.Timeline(name="edit")

@@ -114,8 +114,8 @@ def test_nothing_imports_the_cli():
 def test_the_api_is_below_the_front_ends():
     """The stages never import the API (it sits on top of them); the API never imports a front end."""
     graph = import_graph()
-    stages = [m for m in graph if m.split(".")[1:2] and m.split(".")[1] in ("model", "media", "faces", "sync", "speakers", "drift",
-                                                        "analysis", "footage", "verdict", "errors")]
+    below = ("model", "media", "faces", "sync", "speakers", "drift", "analysis", "footage", "verdict", "errors")
+    stages = [m for m in graph if m.split(".")[1:2] and m.split(".")[1] in below]
     assert [m for m in stages if "otio_lipsync.api" in graph[m]] == []
     assert not graph["otio_lipsync.api"] & {"otio_lipsync.batch", "otio_lipsync.cli"}
 

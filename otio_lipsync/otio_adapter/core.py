@@ -53,7 +53,7 @@ def _number(value):
 def parse_options(raw: dict):
     """Adapter arguments (strings from otioconvert, or Python values) -> (timeline.Options, report path,
     arguments for the source adapter: every `source_X=...` except source_adapter, as X=...)."""
-    from ..timeline import Options
+    from .timeline import Options
 
     raw = dict(raw)
     report = raw.pop("report", None)
@@ -112,7 +112,7 @@ def annotate_file(filepath: str, source_adapter: str | None = None, engine=None,
     """-> (annotated timeline, Report). The work behind read_from_file and `lipsync otio`."""
     from ..errors import BadWeights, DetectorUnavailable, LipsyncError, ModelNotFound
     from ..outputs import write_json_atomic
-    from ..timeline import process_timeline
+    from .timeline import process_timeline
 
     opts, report_path, reader_args = parse_options(options)
     timeline = read_source(filepath, source_adapter, reader_args)
