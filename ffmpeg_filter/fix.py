@@ -15,25 +15,18 @@ written to a temp file beside OUT and renamed, never over its input.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import subprocess
 from dataclasses import dataclass
 
-from ..children import die_with_parent
-from ..errors import LipsyncError, NoAudioStream, NoVideoStream, OutputError
-from ..media import find_ffmpeg, probe
+from ..errors import CannotFix, FfmpegFailed, NoAudioStream, NoVideoStream, OutputError
+from ..media import find_ffmpeg, probe, run_ffmpeg
 from ..outputs import atomic_output, sweep_stale
 
 METHODS = ("copy", "reencode")
 # containers whose ffmpeg muxer silently drops the start offset of copied audio (tested: the output
 # plays exactly as the input), so `copy` cannot shift it; reencode can
 COPY_CANNOT_SHIFT = {".mxf": "MXF"}
-
-
-class FfmpegFailed(LipsyncError):
-    pass
 
 
 @dataclass
@@ -56,10 +49,6 @@ def _audio_filter(shift_s: float, duration_s: float | None) -> str:
     if duration_s:
         parts.append(f"atrim=end={duration_s:.6f}")
     return ",".join(parts)
-
-
-class CannotFix(LipsyncError):
-    """The container cannot carry the correction with the chosen method."""
 
 
 def plan_fix(source: str, target: str, delay_ms: float, method: str = "copy", audio_stream: int = 0,
@@ -109,21 +98,15 @@ def run_fix(plan: FixPlan) -> str:
     """Run the plan into a temp file beside the target and rename it into place."""
     sweep_stale(os.path.dirname(os.path.abspath(plan.target)))  # a killed fix's partial output
     with atomic_output(plan.target) as tmp:
-        try:
-            proc = subprocess.run(plan.command + [tmp], capture_output=True, text=True,
-                                  preexec_fn=functools.partial(die_with_parent, os.getpid()))
-        except OSError as exc:
-            raise FfmpegFailed(plan.source, f"cannot run ffmpeg ({exc})") from None
-        if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-            raise FfmpegFailed(plan.source, f"ffmpeg failed: {reason}")
+        run_ffmpeg(plan.command + [tmp], plan.source, die_with_parent=True)
     return plan.target
 
 
 def video_hashes(path: str, ffmpeg: str | None = None) -> list[str]:
     """md5 of every video stream's packet data (what `-c copy` must leave untouched)."""
-    proc = subprocess.run([find_ffmpeg(ffmpeg), "-nostdin", "-v", "error", "-i", path, "-map", "0:v", "-c", "copy",
-                           "-f", "streamhash", "-hash", "md5", "-"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FfmpegFailed(path, f"ffmpeg streamhash failed: {proc.stderr.strip()[-200:]}")
+    try:
+        proc = run_ffmpeg([find_ffmpeg(ffmpeg), "-nostdin", "-v", "error", "-i", path, "-map", "0:v", "-c", "copy",
+                           "-f", "streamhash", "-hash", "md5", "-"], path)
+    except FfmpegFailed as exc:
+        raise FfmpegFailed(path, f"ffmpeg streamhash failed: {exc.reason}") from None
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]

@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ModelNotFound
 from .weights import BadWeights, LoadedModel, load_model
 
 PACKAGED_DIR = Path(__file__).with_name("weights")
@@ -48,12 +49,6 @@ KNOWN_MODELS = {
 
 # the house model ships in the package, so `lipsync check` works offline with no download
 DEFAULT_MODEL = "house"
-
-
-class ModelNotFound(Exception):
-    def __init__(self, name: str, message: str):
-        self.name = name
-        super().__init__(message)
 
 
 def cache_dir() -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import BadWeights, NoSyncProbability  # the class lives in errors.py; importable here too
 from .compact import CompactSyncNet
 from .syncnet import SyncNet
 
@@ -32,19 +33,6 @@ SYNCNET_INPUT_SPEC = {
     "video": {"fps": 25, "frames": 5, "size": 224, "channels": "BGR", "range": "0-255"},
     "audio": {"sample_rate": 16000, "feature": "mfcc13", "columns": 20, "hop_ms": 10},
 }
-
-
-class NoSyncProbability(Exception):
-    """The model gives distances only: no calibrated probability that a pair is in sync."""
-
-
-class BadWeights(Exception):
-    """A model file that cannot be used; str() is one line naming the file."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 @dataclass

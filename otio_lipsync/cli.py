@@ -1,4 +1,6 @@
-"""The `lipsync` command line. Thin: parse options, call one function, print its result."""
+"""The `lipsync` command line. Thin: parse options, call the API (api.py, pipeline.py), print its result, and
+turn its LipsyncErrors into one line and an exit code (0 ok, 1 out of a --standard's tolerance, 2 an error).
+A leaf: nothing in the package imports this module (tests/test_architecture.py checks)."""
 
 from __future__ import annotations
 
@@ -12,15 +14,29 @@ import tempfile
 import click
 
 from . import __version__
+from .errors import error_entry
 
 EXIT_OK = 0
 EXIT_FAIL = 1  # measured, but out of the --standard's tolerance
 EXIT_ERROR = 2  # bad input or bad model
 
 
-def _fail(message: str) -> None:
+def _fail(message) -> None:
+    """One line on stderr (`lipsync: ` + the message, or a LipsyncError's line), exit 2."""
     _echo_err(f"lipsync: {message}")
     sys.exit(EXIT_ERROR)
+
+
+def _standard_names() -> list[str]:
+    from .ffmpeg_filter.qc import STANDARDS
+
+    return list(STANDARDS)
+
+
+def _detector_names() -> list[str]:
+    from .faces.detectors import DETECTORS
+
+    return list(DETECTORS)
 
 
 def _echo_err(line: str) -> None:
@@ -45,52 +61,38 @@ def check_targets(*targets) -> None:
 
 
 def write_json_atomic(path: str, payload) -> None:
-    """`-` is stdout; a file is written to a temp file beside it and renamed into place."""
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    from .errors import OutputError
-    from .outputs import atomic_output
+    """outputs.write_json_atomic; a file that cannot be written: one line, exit 2."""
+    from .errors import LipsyncError
+    from .outputs import write_json_atomic as write
 
     try:
-        with atomic_output(path, ".json") as tmp, open(tmp, "w") as f:
-            f.write(text)
-    except OutputError as exc:
+        write(path, payload)
+    except LipsyncError as exc:
         _fail(str(exc))
-    except OSError as exc:
-        _fail(f"{path}: cannot write it ({exc.strerror or exc})")
 
 
 def load_engine(model_name: str | None, vshift: int | None = None, batch_size: int | None = None,
                 threads: int | None = None, precision: str = "float32", max_offset_ms: float | None = None):
-    """The model the user named, in a SyncEngine; options left None take the engine's defaults (the
-    search range: +-1 s, or syncnet_python's +-15 frames for syncnet_v2, see sync.default_vshift)."""
-    import torch
-
-    from .model import BadWeights, ModelNotFound, load
-    from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine, search_vshift
+    """pipeline.make_engine; a bad option or model: one line, exit 2."""
+    from .errors import LipsyncError
+    from .pipeline import make_engine
 
     try:
-        vshift = search_vshift(vshift, max_offset_ms)
-    except ValueError as exc:
+        return make_engine(model_name, vshift=vshift, max_offset_ms=max_offset_ms, batch_size=batch_size,
+                           threads=threads, precision=precision)
+    except LipsyncError as exc:
         _fail(str(exc))
-    # limits that say what they are, before the model loads (memory grows with both)
-    if vshift is not None and not 0 <= vshift <= MAX_VSHIFT:
-        _fail(f"--vshift {vshift}: must be 0 to {MAX_VSHIFT} frames (+-{MAX_VSHIFT / 25:g} s at 25 fps)")
-    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
-        _fail(f"--batch-size {batch_size}: must be 1 to {MAX_BATCH} windows")
-    if threads is not None and threads < 1:
-        _fail(f"--threads {threads}: must be at least 1")
-    if threads:
-        torch.set_num_threads(threads)
+
+
+def make_detector(name: str = "blazeface"):
+    """pipeline.make_detector; a detector that cannot run: one line, exit 2."""
+    from .errors import LipsyncError
+    from .pipeline import make_detector as make
+
     try:
-        loaded = load(model_name)
-    except (ModelNotFound, BadWeights) as exc:
+        return make(name)
+    except LipsyncError as exc:
         _fail(str(exc))
-    sizes = {k: v for k, v in (("vshift", vshift), ("batch_size", batch_size)) if v is not None}
-    return SyncEngine(loaded, precision=precision, **sizes)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -153,7 +155,7 @@ def main(verbose, log_path):
               help="Analyse channel N (from 0) of that stream alone, e.g. the dialogue channel of a 5.1 mix or "
                    "one language of a dual-mono track. Default: the mono downmix of all channels.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-file summary lines.")
-@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "face_alignment"]),
+@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(_detector_names()),
               help="Raw footage: face detector. face_alignment (S3FD, the reference's) needs the optional extra "
                    "and its weights placed by hand.")
 @click.option("--detect-every", default=2, show_default=True, metavar="N",
@@ -174,7 +176,7 @@ def main(verbose, log_path):
 @click.option("--annotate", metavar="OUT.mp4", default=None,
               help="Raw footage: write a review video with face boxes, track ids, speaking state and offsets "
                    "drawn on it (with several files: a folder, one video per file).")
-@click.option("--standard", type=click.Choice(["ebu-r37", "bt1359", "atsc-is191"]), default=None,
+@click.option("--standard", type=click.Choice(_standard_names()), default=None,
               help="QC verdict against a timing standard: exit 0 when every file passes, 1 when any fails, "
                    "2 when any could not be measured.")
 @click.option("--plot", "plot_path", metavar="PNG", default=None,
@@ -210,21 +212,22 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
         _fail("--channel is not part of syncnet_python's input path: drop it with --reference-decode")
     if reference_decode and not face_cropped:
         _fail("--reference-decode reproduces syncnet_python's face-crop input path: use it with --face-cropped")
+    from .inputs import check_inputs
+
     check_targets(json_path)
     files, bad_inputs = check_inputs(files)  # before any model loads: a typo costs no seconds
     for exc in bad_inputs.values():
         _echo_err(str(exc))
     if len(bad_inputs) == len(files):  # nothing to measure: say so without loading anything
         if json_path:
-            write_json_atomic(json_path, [{"file": p, "error": e.problem, "error_type": type(e).__name__}
-                                          for p, e in bad_inputs.items()])
+            write_json_atomic(json_path, [error_entry(p, e) for p, e in bad_inputs.items()])
         _fail(f"{len(files)} of {len(files)} file(s) could not be measured")
     from tqdm import tqdm
 
-    from .errors import LipsyncError, NoFace
-    from .faces.detectors import DetectorUnavailable, make_detector
+    from .errors import LipsyncError
     from .faces.tracks import TrackOptions
     from .footage import FootageOptions
+    from .pipeline import measure
     from .speakers import SpeakerOptions
 
     engine = load_engine(model_name, vshift, batch_size, threads, precision, max_offset_ms)
@@ -235,10 +238,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
             tracks=TrackOptions(max_missed=max_missed, min_track_frames=min_track, min_face_px=min_face,
                                 crop_scale=crop_scale),
             speakers=SpeakerOptions(threshold=speaking_threshold))
-        try:
-            detector = make_detector(footage_options.detector)
-        except DetectorUnavailable as exc:
-            _fail(str(exc))
+        detector = make_detector(footage_options.detector)
     from .ffmpeg_filter import qc
 
     qc_standard = qc.STANDARDS[standard] if standard else None
@@ -249,14 +249,14 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
         if path in bad_inputs:
             failed += 1
             exc = bad_inputs[path]
-            results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
+            results.append(error_entry(path, exc))
             continue
         try:
             analysis, tracks = measure(path, engine, face_cropped, footage_options, detector, audio_stream,
-                                       reference_decode=reference_decode, ffmpeg=ffmpeg_path, quiet=quiet,
+                                       reference_decode=reference_decode, ffmpeg=ffmpeg_path, progress=not quiet,
                                        channel=channel)
             if annotate:
-                from .annotate import write_review_video
+                from .review_video import write_review_video
 
                 target = per_file_target(annotate, path, len(files), ".review.mp4")
                 write_review_video(path, analysis, tracks, target, crop_scale=crop_scale)
@@ -268,8 +268,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
         except LipsyncError as exc:
             failed += 1
             _echo_err(str(exc))
-            results.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__,
-                            **({"verdict": "no_face"} if isinstance(exc, NoFace) else {})})
+            results.append(error_entry(path, exc, no_face_verdict=True))
             continue
         entry = analysis.to_dict()
         if qc_standard:
@@ -293,54 +292,6 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     if out_of_tolerance:
         _echo_err(f"lipsync: {out_of_tolerance} of {len(files)} file(s) fail {qc_standard.name}")
         sys.exit(EXIT_FAIL)
-
-
-def check_inputs(given) -> tuple[list[str], dict]:
-    """The files to measure (a folder -> its media files, recursively, found as `lipsync batch` finds
-    them) and, before anything loads, the ones that cannot be: {path: LipsyncError}."""
-    from .batch import walk_folder
-    from .errors import MediaNotFound, UnreadableMedia
-    from .media import VIDEO_SUFFIXES
-
-    files, bad = [], {}
-    for path in given:
-        if path != "-" and os.path.isdir(path):
-            found = [full for full, _ in walk_folder(path)]
-            if not found:
-                bad[path] = UnreadableMedia(path, f"is a directory without media files (searched recursively "
-                                                  f"for {', '.join(VIDEO_SUFFIXES)})")
-                found = [path]
-            files += found
-        else:
-            files.append(path)
-            if path != "-" and not os.path.exists(path):
-                bad[path] = MediaNotFound(path, "no such file")
-    return files, bad
-
-
-def measure(path, engine, face_cropped, footage_options, detector, audio_stream=0, reference_decode=False,
-            ffmpeg=None, quiet=False, channel=None, results_out=None):
-    """One file through the right pipeline -> (Analysis, face tracks or None). results_out, if given,
-    receives the SyncResults (the file's one, or one per kept face track), for scores."""
-    from tqdm import tqdm
-
-    from .analysis import analyse_file
-    from .footage import analyse_footage
-
-    if face_cropped:
-        analysis, result = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
-                                        audio_stream=audio_stream, channel=channel)
-        if results_out is not None:
-            results_out.append(result)
-        return analysis, None
-    with tqdm(desc=os.path.basename(path), unit="frame", file=sys.stderr, leave=False,
-              disable=None if not quiet else True) as bar:
-        def progress(done, total):
-            bar.total = total
-            bar.update(done - bar.n)
-
-        return analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                               progress=progress, channel=channel, results_out=results_out)
 
 
 def per_file_target(option: str, path: str, num_files: int, suffix: str) -> str:
@@ -447,9 +398,8 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
     """
     import shlex
 
+    from .api import fix as fix_file
     from .errors import LipsyncError, NoSync
-    from .ffmpeg_filter.fix import plan_fix, run_fix
-    from .footage import FootageOptions
 
     check_targets(target)
     if source != "-" and not os.path.exists(source):
@@ -460,15 +410,10 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
     engine = None
     needs_model = delay_ms == "auto" or not (no_verify or dry_run)
     detector = None
-    if needs_model:
+    if needs_model:  # before a pipe is read: a bad model costs no spooling
         engine = load_engine(model_name, precision=precision)
         if not face_cropped:
-            from .faces.detectors import DetectorUnavailable, make_detector
-
-            try:
-                detector = make_detector()
-            except DetectorUnavailable as exc:
-                _fail(str(exc))
+            detector = make_detector()
     say = functools.partial(click.echo, err=target == "-")  # stdout may be the video itself
     from .children import exit_on_sigterm
     from .outputs import sweep_stale
@@ -484,35 +429,27 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
                     shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
             if target == "-":
                 target_path = os.path.join(work, "out.mkv")
-            if delay_ms == "auto":
-                before, _ = measure(source_path, engine, face_cropped, FootageOptions(), detector, audio_stream,
-                                    channel=channel)
-                click.echo(before.summary().replace(source_path, source, 1), err=True)
-                if before.verdict == "no_sync":  # an offset that is not there must not be "corrected"
-                    raise NoSync(source, f"not corrected: no sync found (p={before.sync_probability:.2f}), the "
-                                 "audio does not match the faces; give --delay-ms N to shift it anyway")
-                shift = before.audio_delay_ms
-            else:
-                try:
-                    shift = float(delay_ms)
-                except ValueError:
-                    _fail(f"--delay-ms must be auto or a number of milliseconds, not {delay_ms!r}")
-            plan = plan_fix(source_path, target_path, shift, method, audio_stream=audio_stream, ffmpeg=ffmpeg_path)
+            # overwrite=True: the checks above already said whether OUT may be replaced
+            result = fix_file(
+                source_path, target_path, delay_ms=delay_ms, method=method, model=engine, face_cropped=face_cropped,
+                precision=precision, audio_stream=audio_stream, channel=channel, ffmpeg=ffmpeg_path,
+                verify=not no_verify, overwrite=True, dry_run=dry_run, detector=detector,
+                on_measured=lambda before: click.echo(before.summary().replace(source_path, source, 1), err=True),
+                on_written=lambda shift: say(f"{source}: audio moved {abs(shift):.0f} ms "
+                                             f"{'earlier' if shift > 0 else 'later'} ({method}) -> {target}"))
             if dry_run:
-                click.echo(shlex.join(plan.command + [target_path]))
+                click.echo(shlex.join(result.command + [target_path]))
                 return
-            run_fix(plan)
-            say(f"{source}: audio moved {abs(shift):.0f} ms {'earlier' if shift > 0 else 'later'} "
-                f"({method}) -> {target}")
-            if not no_verify:
-                # OUT has only the shifted stream, with the source's channel layout
-                after, _ = measure(target_path, engine, face_cropped, FootageOptions(), detector, 0, channel=channel)
+            if result.after:
+                after = result.after
                 say(f"{target}: residual {after.audio_delay_ms:+.0f} ms "
                     f"({after.offset_frames:+d} frames), confidence {after.confidence:.2f}")
             if target == "-":
                 with open(target_path, "rb") as done:
                     shutil.copyfileobj(done, sys.stdout.buffer, 1 << 20)
                 sys.stdout.buffer.flush()
+    except NoSync as exc:  # named as the user gave it (`-`), not as the spooled copy
+        _fail(str(NoSync(source, exc.problem)))
     except LipsyncError as exc:
         _fail(str(exc))
 
@@ -520,7 +457,7 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
 # --- lipsync score ----------------------------------------------------------------------------
 
 def _score_metric_names():
-    from .score import METRICS
+    from .metrics import METRICS
 
     return list(METRICS)
 
@@ -546,12 +483,12 @@ def _score_metric_names():
               help="Write {summary, files} as JSON to PATH, or to stdout with `-` (the table then goes to stderr).")
 @click.option("--csv", "csv_path", metavar="PATH", default=None,
               help="Write one CSV row per file (and per face track of raw footage).")
-@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15).")  # score.SCORE_VSHIFT
+@click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15).")  # metrics.SCORE_VSHIFT
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N", help="Analyse channel N of that stream alone.")
-@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "face_alignment"]),
+@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(_detector_names()),
               help="Raw footage: face detector (face_alignment = S3FD, the reference pipeline's).")
 @click.option("--detect-every", default=2, show_default=True, metavar="N", help="Raw footage: detect every N-th frame.")
 @click.option("--min-track", default=100, show_default=True, metavar="FRAMES", help="Raw footage: shortest track kept.")
@@ -585,16 +522,10 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
 
     from tqdm import tqdm
 
+    from .api import score_file
     from .errors import LipsyncError
-    from .score import (
-        SCHEMA,
-        csv_rows,
-        expand_inputs,
-        get_metric,
-        score_file,
-        summarise,
-        table,
-    )
+    from .inputs import expand_inputs
+    from .metrics import SCHEMA, csv_rows, get_metric, summarise, table
 
     metric = get_metric(metric_name)
     if reference_decode and not face_cropped:
@@ -611,25 +542,20 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
         _fail(f"--metric {metric.name} needs --model: a model exported from `lipsync-train fit --objective "
               f"icsyncnet` (the packaged house model gives distances only)")
     engine = load_engine(model_name or metric.default_model, vshift, batch_size, threads)
-    from .model import NoSyncProbability
-    from .score import check_model
+    from .metrics import check_model
 
     try:
         check_model(metric, engine.model)
-    except NoSyncProbability as exc:
+    except LipsyncError as exc:  # NoSyncProbability
         _fail(str(exc))
     footage_options, face_detector = None, None
     if not face_cropped:
-        from .faces.detectors import DetectorUnavailable, make_detector
         from .faces.tracks import TrackOptions
         from .footage import FootageOptions
 
         footage_options = FootageOptions(detect_every=detect_every, detector=detector,
                                          tracks=TrackOptions(min_track_frames=min_track, min_face_px=min_face))
-        try:
-            face_detector = make_detector(detector)
-        except DetectorUnavailable as exc:
-            _fail(str(exc))
+        face_detector = make_detector(detector)
     scores, entries, failed = [], [], 0
     bar = tqdm(paths, desc=f"lipsync score ({metric.name})", unit="file", file=sys.stderr, leave=False,
                disable=None if len(paths) > 1 else True)
@@ -641,7 +567,7 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
         except LipsyncError as exc:
             failed += 1
             tqdm.write(f"{exc}", file=sys.stderr)
-            entries.append({"file": path, "error": exc.problem, "error_type": type(exc).__name__})
+            entries.append(error_entry(path, exc))
             continue
         scores.append(s)
         entries.append(s.to_dict())
@@ -666,7 +592,7 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
             f.write(buffer.getvalue())
     if filter_path:
         from .outputs import atomic_output
-        from .score import passes_filter
+        from .metrics import passes_filter
 
         kept = [sc.file for sc in scores if passes_filter(sc.values, min_probability, max_offscreen)]
         with atomic_output(filter_path, ".txt") as tmp, open(tmp, "w") as f:
@@ -773,7 +699,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Folders: skip files matching GLOB (repeatable).")
 @click.option("--face-cropped", is_flag=True, help="The media is already a face crop (see `check --help`).")
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model name or file (default: house).")
-@click.option("--standard", type=click.Choice(["ebu-r37", "bt1359", "atsc-is191"]), default=None,
+@click.option("--standard", type=click.Choice(_standard_names()), default=None,
               help="QC verdict per file, as `lipsync check --standard`.")
 @click.option("--fix", is_flag=True, help="Write a corrected copy of each out-of-sync file to RESULTS_DIR/fixed/.")
 @click.option("--fix-method", type=click.Choice(["copy", "reencode"]), default="copy", show_default=True)
@@ -835,7 +761,7 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
     tolerance, 2 when any item failed.
     """
     from .batch import ScoreFilter, run_batch
-    from .score import get_metric, summary_line
+    from .metrics import get_metric, summary_line
 
     if use_ray and ray_address:
         _fail("--ray starts a local Ray; --ray-address joins a cluster: choose one")

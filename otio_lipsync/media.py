@@ -30,7 +30,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from .errors import MediaNotFound, NoAudioStream, NoVideoStream, UnreadableMedia
+from .errors import LipsyncError, MediaNotFound, NoAudioStream, NoVideoStream, UnreadableMedia
 
 ANALYSIS_FPS = 25
 SAMPLE_RATE = 16000
@@ -402,6 +402,34 @@ def find_ffmpeg(explicit: str | None = None, prefer_system: bool = False) -> str
                            "or set FFMPEG_PATH") from None
 
 
+def run_ffmpeg(cmd: list[str], file: str, *, die_with_parent: bool = False) -> subprocess.CompletedProcess:
+    """The one way lipsync runs the ffmpeg binary: `cmd` (cmd[0] from `find_ffmpeg`) with stdout and stderr
+    captured (text). FfmpegFailed(file, ...) when it cannot start ("cannot run ffmpeg (...)") or exits non-zero
+    ("ffmpeg failed: <its last stderr line>"); that line is the exception's `reason`, for callers that say it
+    in their own words. die_with_parent: ffmpeg is killed when this process dies (a long write)."""
+    import functools
+
+    from .errors import FfmpegFailed
+
+    preexec = None
+    if die_with_parent:
+        from .children import die_with_parent as arm
+
+        preexec = functools.partial(arm, os.getpid())
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec)
+    except OSError as exc:
+        error = FfmpegFailed(file, f"cannot run ffmpeg ({exc})")
+        error.reason = str(exc)
+        raise error from None
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        error = FfmpegFailed(file, f"ffmpeg failed: {reason}")
+        error.reason = reason
+        raise error
+    return proc
+
+
 def reference_decode(path: str, ffmpeg: str | None = None, size: tuple[int, int] | None = None,
                      info_out: dict | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """syncnet_python's inputs: `ffmpeg -f image2 %06d.jpg` frames read back by libjpeg, and
@@ -424,10 +452,10 @@ def reference_decode(path: str, ffmpeg: str | None = None, size: tuple[int, int]
                      os.path.join(tmp, "%06d.jpg")],
                     [exe, "-nostdin", "-v", "error", "-y", "-i", path, "-async", "1", "-ac", "1", "-vn",
                      "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE), os.path.join(tmp, "audio.wav")]):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                reason = (proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
-                raise UnreadableMedia(path, f"ffmpeg could not extract streams ({reason})")
+            try:
+                run_ffmpeg(cmd, path)
+            except LipsyncError as exc:  # FfmpegFailed: said as what it means here
+                raise UnreadableMedia(path, f"ffmpeg could not extract streams ({exc.reason})") from None
         files = sorted(glob.glob(os.path.join(tmp, "*.jpg")))
         if not files:
             raise NoVideoStream(path, "has no video stream")

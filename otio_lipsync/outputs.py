@@ -4,7 +4,9 @@ so a crash or a failed command never leaves a half-written file (and never touch
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 import tempfile
 
 from .errors import OutputError
@@ -81,3 +83,18 @@ def atomic_output(target: str, suffix: str | None = None):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json_atomic(path: str, payload) -> None:
+    """`-` is stdout; a file is written to a temp file beside it and renamed into place. OutputError (one
+    line naming the file) when it cannot be written."""
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        with atomic_output(path, ".json") as tmp, open(tmp, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise OutputError(path, f"cannot write it ({exc.strerror or exc})") from None

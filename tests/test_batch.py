@@ -362,7 +362,7 @@ def icsyncnet_model(tmp_path_factory) -> Path:
 
 
 def test_batch_score_icsyncnet_equals_lipsync_score_and_filters(tmp_path, icsyncnet_model):
-    from otio_lipsync.score import passes_filter
+    from otio_lipsync.metrics import passes_filter
 
     clips = grid_clips(3)
     expected = scored_by_lipsync_score("icsyncnet", icsyncnet_model, clips)

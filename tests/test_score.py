@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from otio_lipsync.cli import main
-from otio_lipsync.score import LSE, FileScore, TrackSummary, expand_inputs, score_tracks, summarise
+from otio_lipsync.metrics import LSE, FileScore, TrackSummary, expand_inputs, score_tracks, summarise
 from otio_lipsync.sync import offset_from_dists
 
 from .conftest import (
@@ -236,7 +236,7 @@ def test_icsyncnet_probabilities_offset_and_offscreen_ratio_from_distances():
     import torch
     from otio_lipsync.model.compact import CompactSyncNet
     from otio_lipsync.model.weights import LoadedModel, NoSyncProbability
-    from otio_lipsync.score import ICSYNCNET, passes_filter
+    from otio_lipsync.metrics import ICSYNCNET, passes_filter
 
     net = CompactSyncNet(audio_feature="logmel26", audio_columns=40, normalize=True).eval()
     with torch.no_grad():

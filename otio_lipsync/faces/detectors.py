@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import DetectorUnavailable  # the class lives in errors.py; importable here too
+
 
 @dataclass
 class Detection:
@@ -37,10 +39,6 @@ class FaceDetector(Protocol):
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         ...
-
-
-class DetectorUnavailable(Exception):
-    """A backend whose runtime or model files are missing; the message says what to install where."""
 
 
 # --- BlazeFace -------------------------------------------------------------------------------------

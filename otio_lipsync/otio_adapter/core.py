@@ -9,11 +9,13 @@ import os
 
 import opentimelineio as otio
 
+from ..errors import MessageError
+
 BOOL = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
-class LipsyncAdapterError(otio.exceptions.OTIOError):
-    """One line: the file and the problem."""
+class LipsyncAdapterError(otio.exceptions.OTIOError, MessageError):
+    """One line: the file and the problem. An OTIOError (as OTIO's own adapters' errors) and a LipsyncError."""
 
 
 def _bool(name, value):
@@ -51,7 +53,7 @@ def _number(value):
 def parse_options(raw: dict):
     """Adapter arguments (strings from otioconvert, or Python values) -> (timeline.Options, report path,
     arguments for the source adapter: every `source_X=...` except source_adapter, as X=...)."""
-    from otio_lipsync.timeline import Options
+    from .timeline import Options
 
     raw = dict(raw)
     report = raw.pop("report", None)
@@ -108,19 +110,17 @@ def read_source(filepath: str, source_adapter: str | None = None, reader_args: d
 
 def annotate_file(filepath: str, source_adapter: str | None = None, engine=None, log=None, **options):
     """-> (annotated timeline, Report). The work behind read_from_file and `lipsync otio`."""
-    from otio_lipsync.errors import LipsyncError
-    from otio_lipsync.model import BadWeights, ModelNotFound
-    from otio_lipsync.timeline import process_timeline
+    from ..errors import BadWeights, DetectorUnavailable, LipsyncError, ModelNotFound
+    from ..outputs import write_json_atomic
+    from .timeline import process_timeline
 
     opts, report_path, reader_args = parse_options(options)
     timeline = read_source(filepath, source_adapter, reader_args)
     try:
         report = process_timeline(timeline, filepath, opts, engine=engine, log=log)
-    except (ModelNotFound, BadWeights) as exc:
+    except (ModelNotFound, BadWeights, DetectorUnavailable) as exc:
         raise LipsyncAdapterError(str(exc)) from None
     if report_path:
-        from otio_lipsync.cli import write_json_atomic
-
         try:
             write_json_atomic(report_path, report.to_dict())
         except LipsyncError as exc:

@@ -8,7 +8,6 @@ Written atomically (temp file beside the target, then rename), never over the in
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 
 import av
@@ -17,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import media
 from .analysis import Analysis
-from .errors import OutputError
+from .errors import LipsyncError, OutputError
 from .faces.tracks import Track
 from .outputs import atomic_output
 
@@ -63,9 +62,10 @@ def write_review_video(source: str, analysis: Analysis, tracks: list[Track], tar
         with atomic_output(target, ".mp4") as muxed:
             cmd = [exe, "-nostdin", "-v", "error", "-y", "-i", silent_video, "-ss", f"{start:.6f}", "-i", source,
                    "-map", "0:v", "-map", "1:a:0?", "-c:v", "copy", "-c:a", "aac", "-shortest", muxed]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise OutputError(target, f"ffmpeg could not mux the review video ({proc.stderr.strip()[-200:]})")
+            try:
+                media.run_ffmpeg(cmd, source)
+            except LipsyncError as exc:  # FfmpegFailed: the review video is the output that failed
+                raise OutputError(target, f"ffmpeg could not mux the review video ({exc.reason})") from None
     finally:
         os.unlink(silent_video)
     return target

@@ -1,4 +1,5 @@
-"""`lipsync score`: lip-sync quality metrics of talking-head videos, per file and averaged.
+"""`lipsync score`'s metrics: lip-sync quality of talking-head videos, per file and averaged (the API's
+`score()` and `lipsync score` measure a file and score it here; this module measures nothing).
 
 Metrics live in a registry (`METRICS`): a metric turns the per-face-track sync results of one file into
 numbers, and says how to average them over files.
@@ -27,12 +28,11 @@ and an audio window are in sync: for each face track, P[window, shift] over the 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .media import VIDEO_SUFFIXES
+from .inputs import expand_inputs  # noqa: F401 - `lipsync score`'s discovery (inputs.py), importable here
 
 # Wav2Lip's evaluation scripts (LSE-D / LSE-C) search +-15 frames: scores are defined over that range,
 # whatever the engine's default search (`lipsync score` and `batch --score` both use it)
@@ -194,31 +194,11 @@ def summarise(metric: Metric, scores: Sequence[FileScore], failed: int = 0) -> d
     }
 
 
-def score_file(path: str, engine, metric: Metric, face_cropped: bool = True, footage_options=None,
-               detector=None, reference_decode: bool = False, ffmpeg: str | None = None, audio_stream: int = 0,
-               channel: int | None = None, progress=None) -> FileScore:
-    """One file -> FileScore; raises a LipsyncError subclass on bad input (NoFace when raw footage has
-    no usable face track)."""
-    if face_cropped:
-        from .analysis import analyse_file
-
-        analysis, result = analyse_file(path, engine, reference_decode=reference_decode, ffmpeg=ffmpeg,
-                                        audio_stream=audio_stream, channel=channel)
-        return file_score(path, metric, analysis, [result], True, engine.model)
-    if reference_decode:
-        raise ValueError("reference decode is syncnet_python's face-crop input path: use it with face_cropped")
-    from .footage import analyse_footage
-
-    results: list = []
-    analysis, _ = analyse_footage(path, engine, footage_options, detector=detector, audio_stream=audio_stream,
-                                  progress=progress, channel=channel, results_out=results)
-    return file_score(path, metric, analysis, results, False, engine.model)
-
-
 def file_score(path: str, metric: Metric, analysis, results: Sequence, face_cropped: bool, model) -> FileScore:
     """Pure: one file's Analysis and SyncResults (one for a face crop; one per kept face track, in
     `analysis.tracks` order, for raw footage) -> FileScore. `lipsync score` and `lipsync batch --score` both
-    score through here, from the results their measurement already has."""
+    score through here (`api.score_file` measures a file and calls it), from the results their measurement
+    already has."""
     if face_cropped:
         tracks: list[TrackSync] = list(results)
     else:
@@ -234,23 +214,6 @@ def check_model(metric: Metric, model) -> None:
     naming the model) when the metric needs IC-SyncNet probabilities and the model gives distances only."""
     if metric.needs_probability:
         model.sync_probability([[0.0]])
-
-
-def expand_inputs(paths: Iterable[str], suffixes: Sequence[str] = VIDEO_SUFFIXES) -> list[str]:
-    """Files as given; a folder -> its video files (by suffix, case-insensitive), recursively, sorted,
-    hidden files and folders skipped. A folder without any video yields nothing."""
-    out = []
-    for p in paths:
-        if p != "-" and os.path.isdir(p):
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, f) for f in files
-                          if not f.startswith(".") and f.lower().endswith(tuple(suffixes))]
-            out += sorted(found)
-        else:
-            out.append(p)
-    return out
 
 
 def _fmt(value, width: int = 8, digits: int = 3) -> str:
