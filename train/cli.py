@@ -67,12 +67,35 @@ def prepare(sources, dataset, person, groups, detect_every, detector, faces):
 
 
 @main.command()
+@click.argument("dataset")
+@click.option("-o", "--output", "out", required=True, help="New dataset folder: links to DATASET's shards plus lips_NNNN.npz (face-mesh landmarks).")
+@click.option("--detect-every", default=2, show_default=True, help="As the dataset was prepared with (the crops must come out the same).")
+@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "s3fd"]))
+@click.option("--base", default=".", show_default=True, help="Folder the index's relative source paths are relative to (where prepare ran).")
+@click.option("--threads", default=1, show_default=True)
+def landmarks(dataset, out, detect_every, detector, base, threads):
+    """Face-mesh landmarks for every frame of a prepared dataset (for fit --arch lips): each source is
+    scanned again with the same options, its crops checked against the stored mouths."""
+    import json
+
+    import torch
+
+    from ..footage import FootageOptions
+    from .landmarks import add_landmarks
+
+    torch.set_num_threads(threads)
+    summary = add_landmarks(dataset, out, FootageOptions(detect_every=detect_every, detector=detector), base=base,
+                            report=lambda m: tqdm.write(m, file=sys.stderr), threads=threads)
+    click.echo(json.dumps(summary, indent=1))
+
+
+@main.command()
 @click.argument("datasets", nargs=-1, required=True)
 @click.option("-o", "--output", "out", required=True, help="Run folder: checkpoint.pt, log.csv, summary.json.")
-@click.option("--arch", type=click.Choice(["compact", "syncnet"]), default="compact", show_default=True,
+@click.option("--arch", type=click.Choice(["compact", "syncnet", "lips"]), default="compact", show_default=True,
               help="compact: the CPU model (grey lower face 48x80; the house model's). syncnet: the original network "
                    "(224x224 face crops, 13.6 M parameters, state dict as syncnet_v2's; ~25x slower to train; needs "
-                   "a dataset prepared with --faces).")
+                   "a dataset prepared with --faces). lips: face-mesh lip geometry (a dataset with `landmarks`).")
 @click.option("--objective", type=click.Choice(["multiway", "contrastive", "icsyncnet"]), default="multiway", show_default=True,
               help="multiway: softmax over candidate offsets (Perfect match); contrastive: the paper's margin loss; "
                    "icsyncnet: cosine x learnable temperature, balanced BCE, 0.4 s log-mel audio.")
@@ -100,8 +123,11 @@ def prepare(sources, dataset, person, groups, detect_every, detector, faces):
 @click.option("--init", "init", default=None, metavar="MODEL_OR_CHECKPOINT",
               help="Start from these weights (a .model file or a .pt checkpoint of the same architecture and size), "
                    "e.g. to continue the house model on more people.")
+@click.option("--hidden", default=512, show_default=True, help="--arch lips: width of the lip MLP's first layer.")
+@click.option("--init-audio", default=None, metavar="MODEL_OR_CHECKPOINT",
+              help="--arch lips: start the audio stream from this model's (e.g. model/weights/house.model).")
 def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
-        seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after, init):
+        seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after, init, hidden, init_audio):
     """Train a sync network on prepared datasets, persons split for validation, on CPU or GPU."""
     from .fit import FitOptions
     from .fit import fit as run_fit
@@ -110,7 +136,7 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
                          val_persons=[p for p in val_persons.split(",") if p], refine_at=refine_at,
                          checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads, device=device,
                          stop_after=stop_after, pooled=pooled, dropout=dropout, weight_decay=weight_decay,
-                         augment=augment, init=init)
+                         augment=augment, init=init, hidden=hidden, init_audio=init_audio)
     try:
         run_fit(list(datasets), out, options, resume=resume, report=lambda m: tqdm.write(m, file=sys.stderr),
                 progress=lambda **kw: tqdm(desc="fit", unit="step", file=sys.stderr, **kw))
