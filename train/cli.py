@@ -144,6 +144,37 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
         _fail(str(exc))
 
 
+@main.command("fit-lips")
+@click.argument("datasets", nargs=-1, required=True)
+@click.option("-o", "--output", "out", required=True, help="Run folder: curve.csv, step_NNNNNN.pt, best.pt, checkpoint.pt.")
+@click.option("--steps", default=3000, show_default=True)
+@click.option("--segments", default=6, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--weight-decay", default=1e-3, show_default=True)
+@click.option("--dropout", default=0.2, show_default=True)
+@click.option("--hidden", default=512, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--val-persons", default="")
+@click.option("--eval-every", default=250, show_default=True)
+@click.option("--init-audio", default=None, metavar="MODEL_OR_CHECKPOINT")
+@click.option("--freeze-audio-tower", is_flag=True, help="Freeze the --init-audio tower and cache its outputs (fast).")
+@click.option("--no-augment", is_flag=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def fit_lips_cmd(datasets, out, steps, segments, lr, weight_decay, dropout, hidden, seed, val_persons, eval_every,
+                 init_audio, freeze_audio_tower, no_augment, threads):
+    """Train the lips architecture (face-mesh lip geometry) fast; see train/lipsfit.py."""
+    from .lipsfit import LipsFitOptions, fit_lips
+
+    options = LipsFitOptions(steps=steps, segments=segments, lr=lr, weight_decay=weight_decay, dropout=dropout,
+                             hidden=hidden, seed=seed, val_persons=[p for p in val_persons.split(",") if p],
+                             eval_every=eval_every, init_audio=init_audio, freeze_audio_tower=freeze_audio_tower,
+                             threads=threads, augment=not no_augment)
+    try:
+        fit_lips(list(datasets), out, options, report=lambda m: click.echo(m, err=True))
+    except (*BAD_INPUT, ValueError) as exc:
+        _fail(str(exc))
+
+
 def _eval_tracks(model_path: str, datasets, persons: str, loaded_datasets: dict | None = None):
     """(net, config, tracks to evaluate, checkpoint state or None) for a checkpoint or an exported model.
     `loaded_datasets` (dataset -> its tracks) keeps datasets read once when several models are evaluated."""
