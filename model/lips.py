@@ -29,6 +29,19 @@ _MATE = {a: b for a, b in _PAIRS} | {b: a for a, b in _PAIRS}
 MIRROR = [POINTS.index(_MATE.get(p, p)) for p in POINTS]  # the point each point becomes in a mirrored face
 LEFT_EYE, RIGHT_EYE = (33, 133), (362, 263)
 FEATURES = 2 * len(POINTS)
+# "shape" input: a few mouth measures instead of the raw points (distances, in inter-ocular units)
+SHAPE_PAIRS = [(13, 14), (82, 87), (312, 317), (81, 178), (311, 402), (0, 17), (37, 84), (267, 314),
+               (78, 308), (61, 291), (0, 152), (14, 152)]
+SHAPE_FEATURES = len(SHAPE_PAIRS) + 2  # + the mouth centre's height and the chin's height below the eyes
+
+
+def shape_measures(windows: torch.Tensor) -> torch.Tensor:
+    """(..., F) lip features -> (..., SHAPE_FEATURES) mouth measures."""
+    p = windows.reshape(*windows.shape[:-1], len(POINTS), 2)
+    idx = {q: i for i, q in enumerate(POINTS)}
+    d = [(p[..., idx[a], :] - p[..., idx[b], :]).norm(dim=-1) for a, b in SHAPE_PAIRS]
+    centre = (p[..., idx[13], 1] + p[..., idx[14], 1]) / 2
+    return torch.stack([*d, centre, p[..., idx[152], 1]], -1)
 
 
 def lip_features(points: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -55,10 +68,16 @@ def lip_windows(features: torch.Tensor) -> torch.Tensor:
 
 class LipsSyncNet(nn.Module):
     def __init__(self, audio_feature: str = "mfcc13", audio_columns: int = 20, normalize: bool = False,
-                 embedding_dim: int = 128, hidden: int = 512, dropout: float = 0.0, features: int = FEATURES):
+                 embedding_dim: int = 128, hidden: int = 512, dropout: float = 0.0, features: int = FEATURES,
+                 inputs: str = "points"):
         super().__init__()
         self.config = {"audio_feature": audio_feature, "audio_columns": audio_columns, "normalize": normalize,
-                       "embedding_dim": embedding_dim, "hidden": hidden, "dropout": dropout, "features": features}
+                       "embedding_dim": embedding_dim, "hidden": hidden, "dropout": dropout, "features": features,
+                       "inputs": inputs}
+        if inputs not in ("points", "shape", "both"):
+            raise ValueError(f"inputs must be points, shape or both, not {inputs!r}")
+        self.inputs = inputs
+        features = {"points": features, "shape": SHAPE_FEATURES, "both": features + SHAPE_FEATURES}[inputs]
         self.audio_feature, self.audio_columns, self.normalize = audio_feature, audio_columns, normalize
         self.dropout = dropout
         n_in = (2 * FRAMES_PER_WINDOW - 1) * features
@@ -90,6 +109,10 @@ class LipsSyncNet(nn.Module):
     def forward_lip_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """float (N, 5, F) lip features -> (N, D)."""
         w = windows.float()
+        if self.inputs == "shape":
+            w = shape_measures(w)
+        elif self.inputs == "both":
+            w = torch.cat([w, shape_measures(w)], -1)
         x = torch.cat([w, w[:, 1:] - w[:, :-1]], 1).flatten(1)
         x = self.lip_head(self.lip_norm(x))
         return self._finish(self.lip_out(nn.functional.dropout(x, self.dropout, self.training)))

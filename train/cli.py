@@ -159,16 +159,20 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
 @click.option("--init-audio", default=None, metavar="MODEL_OR_CHECKPOINT")
 @click.option("--freeze-audio-tower", is_flag=True, help="Freeze the --init-audio tower and cache its outputs (fast).")
 @click.option("--no-augment", is_flag=True)
+@click.option("--centre", type=click.Choice(["none", "track"]), default="none", show_default=True,
+              help="track: subtract each track's median lip shape (experiment; the engine streams and has no such median)")
+@click.option("--inputs", type=click.Choice(["points", "shape", "both"]), default="points", show_default=True,
+              help="Lip stream input: the 47 normalised points, 14 mouth measures, or both.")
 @click.option("--threads", type=int, default=1, show_default=True)
 def fit_lips_cmd(datasets, out, steps, segments, lr, weight_decay, dropout, hidden, seed, val_persons, eval_every,
-                 init_audio, freeze_audio_tower, no_augment, threads):
+                 init_audio, freeze_audio_tower, no_augment, centre, inputs, threads):
     """Train the lips architecture (face-mesh lip geometry) fast; see train/lipsfit.py."""
     from .lipsfit import LipsFitOptions, fit_lips
 
     options = LipsFitOptions(steps=steps, segments=segments, lr=lr, weight_decay=weight_decay, dropout=dropout,
                              hidden=hidden, seed=seed, val_persons=[p for p in val_persons.split(",") if p],
                              eval_every=eval_every, init_audio=init_audio, freeze_audio_tower=freeze_audio_tower,
-                             threads=threads, augment=not no_augment)
+                             threads=threads, augment=not no_augment, centre=centre, inputs=inputs)
     try:
         fit_lips(list(datasets), out, options, report=lambda m: click.echo(m, err=True))
     except (*BAD_INPUT, ValueError) as exc:

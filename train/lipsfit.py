@@ -53,6 +53,8 @@ class LipsFitOptions:
     threads: int | None = 1
     objective: str = "multiway"
     augment: bool = True
+    inputs: str = "points"  # LipsSyncNet inputs: points, shape (mouth measures) or both
+    centre: str = "none"  # "track": subtract each track's median lip shape (the person's neutral mouth)
 
 
 @torch.inference_mode()
@@ -71,9 +73,12 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
     torch.manual_seed(options.seed)
     t_load = time.perf_counter()
     cfg = {"audio_feature": "mfcc13", "audio_columns": 20, "normalize": False, "dropout": options.dropout,
-           "hidden": options.hidden}
+           "hidden": options.hidden, "inputs": options.inputs}
     tracks = featurize([t for d in datasets for t in load_tracks(d)], "mfcc13", 20)
     check_tracks("lips", tracks, datasets)
+    if options.centre == "track":
+        for t in tracks:
+            t.lips = t.lips - t.lips.median(0).values
     persons = sorted({t.person for t in tracks})
     val_set = split_persons(persons, options.val_persons, 0.15, options.seed)
     train_tracks = [t for t in tracks if t.person not in val_set]
