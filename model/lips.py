@@ -61,6 +61,17 @@ def lip_features(points: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y], -1).reshape(len(p), FEATURES)
 
 
+def centre_local(features: torch.Tensor, half: int) -> torch.Tensor:
+    """Subtract from each frame the median of the frames within +-half of it (edges replicated): the
+    person's resting mouth, estimated from the 2*half+1 frames around, so what is left is the movement.
+    Streamable with `half` frames of look-ahead (a whole-track median would need the whole track)."""
+    if half <= 0:
+        return features
+    idx = torch.arange(-half, len(features) + half).clamp(0, len(features) - 1)
+    med = features[idx].unfold(0, 2 * half + 1, 1).median(-1).values
+    return features - med
+
+
 def lip_windows(features: torch.Tensor) -> torch.Tensor:
     """(T, F) per-frame features -> (T-4, 5, F) windows (a view)."""
     return features.unfold(0, FRAMES_PER_WINDOW, 1).permute(0, 2, 1)
@@ -69,18 +80,24 @@ def lip_windows(features: torch.Tensor) -> torch.Tensor:
 class LipsSyncNet(nn.Module):
     def __init__(self, audio_feature: str = "mfcc13", audio_columns: int = 20, normalize: bool = False,
                  embedding_dim: int = 128, hidden: int = 512, dropout: float = 0.0, features: int = FEATURES,
-                 inputs: str = "points"):
+                 inputs: str = "points", context: int = 0, centre: int = 0):
         super().__init__()
         self.config = {"audio_feature": audio_feature, "audio_columns": audio_columns, "normalize": normalize,
                        "embedding_dim": embedding_dim, "hidden": hidden, "dropout": dropout, "features": features,
-                       "inputs": inputs}
+                       "inputs": inputs, "context": context, "centre": centre}
+        # centre: 0 none; N > 0 subtract the median of the frames within +-N (centre_local, streamable);
+        # -1 subtract the whole track's median (experiments only: the engine cannot stream it)
+        self.centre = centre
+        # context c: window i's lip stream sees frames i-c .. i+4+c (edges of a track replicated); the
+        # audio stays the 5 frames' 0.2 s
+        self.context = context
         if inputs not in ("points", "shape", "both"):
             raise ValueError(f"inputs must be points, shape or both, not {inputs!r}")
         self.inputs = inputs
         features = {"points": features, "shape": SHAPE_FEATURES, "both": features + SHAPE_FEATURES}[inputs]
         self.audio_feature, self.audio_columns, self.normalize = audio_feature, audio_columns, normalize
         self.dropout = dropout
-        n_in = (2 * FRAMES_PER_WINDOW - 1) * features
+        n_in = (2 * (FRAMES_PER_WINDOW + 2 * context) - 1) * features
         self.lip_norm = nn.BatchNorm1d(n_in)
         self.lip_head = nn.Sequential(
             nn.Linear(n_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
@@ -121,6 +138,65 @@ class LipsSyncNet(nn.Module):
         x = self.audio_tower(self.audio_norm(features)).flatten(1)
         return self._finish(self.audio_head(nn.functional.dropout(x, self.dropout, self.training)))
 
-    def forward_lip_sequence_features(self, features: torch.Tensor) -> torch.Tensor:
-        """(T, F) consecutive frames' features -> (T-4, D)."""
-        return self.forward_lip_windows(lip_windows(features))
+    def centred(self, features: torch.Tensor) -> torch.Tensor:
+        """A whole track's (T, F) features as this model's lip stream reads them (see `centre`)."""
+        if self.centre < 0:
+            return features - features.median(0).values
+        return centre_local(features, self.centre)
+
+    def lip_input(self, features: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Windows start..stop-1 of a track's (T, F) features -> (stop-start, 5+2c, F), edges replicated."""
+        c = self.context
+        idx = torch.arange(start - c, stop + FRAMES_PER_WINDOW - 1 + c).clamp(0, len(features) - 1)
+        return features[idx].unfold(0, FRAMES_PER_WINDOW + 2 * c, 1).permute(0, 2, 1)
+
+
+class LipFeatureStream:
+    """The engine's lip stream for a LipsSyncNet: 224x224 crops in, window embeddings out, in order, as soon
+    as every frame a window needs has arrived (`centre` look-ahead + `context`), so memory stays flat in
+    file length. Windows come out exactly as `lip_input(centre_local(features))` over the whole track.
+
+    `centre`: the half-width of the local median the model was trained with (0: none)."""
+
+    def __init__(self, net: LipsSyncNet, mesh, centre: int = 0):
+        self.net, self.mesh, self.half, self.c = net, mesh, centre, net.context
+        self.raw = torch.zeros(0, FEATURES)  # features of frames base .. n-1
+        self.base = 0
+        self.n = 0
+        self.done = 0  # windows emitted
+
+    def _centred(self, lo: int, hi: int, total: int) -> torch.Tensor:
+        """Centred features of frames lo..hi-1 (indices clamped to 0..total-1 first)."""
+        f = torch.arange(lo, hi).clamp(0, total - 1)
+        if self.half <= 0:
+            return self.raw[f - self.base]
+        idx = (f[:, None] + torch.arange(-self.half, self.half + 1)[None]).clamp(0, total - 1) - self.base
+        return self.raw[f - self.base] - self.raw[idx].median(1).values
+
+    def _emit(self, upto: int, total: int) -> torch.Tensor:
+        if upto <= self.done:
+            return torch.zeros(0, self.net.config["embedding_dim"])
+        lo, hi = self.done - self.c, upto + FRAMES_PER_WINDOW - 1 + self.c
+        frames = self._centred(lo, hi, total)
+        windows = frames.unfold(0, FRAMES_PER_WINDOW + 2 * self.c, 1).permute(0, 2, 1)
+        emb = self.net.forward_lip_windows(windows)
+        self.done = upto
+        keep = max(0, self.done - self.c - self.half)  # the earliest raw frame a later window reads
+        if keep > self.base:
+            self.raw = self.raw[keep - self.base:].clone()
+            self.base = keep
+        return emb
+
+    @torch.inference_mode()
+    def push(self, crops: np.ndarray) -> torch.Tensor:
+        if len(crops):
+            points, _ = self.mesh(crops)
+            self.raw = torch.cat([self.raw, lip_features(points)])
+            self.n += len(crops)
+        # window i reads centred frames up to i+4+c, which read raw frames up to i+4+c+half
+        ready = self.n - (FRAMES_PER_WINDOW - 1) - self.c - self.half
+        return self._emit(max(ready, self.done), total=10**12)
+
+    @torch.inference_mode()
+    def finish(self) -> torch.Tensor:
+        return self._emit(max(self.n - FRAMES_PER_WINDOW + 1, self.done), total=self.n)

@@ -158,21 +158,24 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
 @click.option("--eval-every", default=250, show_default=True)
 @click.option("--init-audio", default=None, metavar="MODEL_OR_CHECKPOINT")
 @click.option("--freeze-audio-tower", is_flag=True, help="Freeze the --init-audio tower and cache its outputs (fast).")
+@click.option("--freeze-audio-head", is_flag=True, help="With --freeze-audio-tower: the audio head fixed too (only the lips learn).")
 @click.option("--no-augment", is_flag=True)
-@click.option("--centre", type=click.Choice(["none", "track"]), default="none", show_default=True,
-              help="track: subtract each track's median lip shape (experiment; the engine streams and has no such median)")
+@click.option("--centre", default="none", show_default=True, metavar="none|track|localN",
+              help="track: subtract each track's median lip shape; localN: the median of the frames within +-N (streamable)")
 @click.option("--inputs", type=click.Choice(["points", "shape", "both"]), default="points", show_default=True,
               help="Lip stream input: the 47 normalised points, 14 mouth measures, or both.")
+@click.option("--context", default=0, show_default=True, help="Lip frames each side of the 5-frame window (audio stays 0.2 s).")
 @click.option("--threads", type=int, default=1, show_default=True)
 def fit_lips_cmd(datasets, out, steps, segments, lr, weight_decay, dropout, hidden, seed, val_persons, eval_every,
-                 init_audio, freeze_audio_tower, no_augment, centre, inputs, threads):
+                 init_audio, freeze_audio_tower, freeze_audio_head, no_augment, centre, inputs, context, threads):
     """Train the lips architecture (face-mesh lip geometry) fast; see train/lipsfit.py."""
     from .lipsfit import LipsFitOptions, fit_lips
 
     options = LipsFitOptions(steps=steps, segments=segments, lr=lr, weight_decay=weight_decay, dropout=dropout,
                              hidden=hidden, seed=seed, val_persons=[p for p in val_persons.split(",") if p],
                              eval_every=eval_every, init_audio=init_audio, freeze_audio_tower=freeze_audio_tower,
-                             threads=threads, augment=not no_augment, centre=centre, inputs=inputs)
+                             freeze_audio_head=freeze_audio_head,
+                             threads=threads, augment=not no_augment, centre=centre, inputs=inputs, context=context)
     try:
         fit_lips(list(datasets), out, options, report=lambda m: click.echo(m, err=True))
     except (*BAD_INPUT, ValueError) as exc:

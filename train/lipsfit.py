@@ -50,10 +50,12 @@ class LipsFitOptions:
     eval_every: int = 250
     init_audio: str | None = None
     freeze_audio_tower: bool = False
+    freeze_audio_head: bool = False  # with the tower: the whole audio stream fixed; only the lip stream learns
     threads: int | None = 1
     objective: str = "multiway"
     augment: bool = True
     inputs: str = "points"  # LipsSyncNet inputs: points, shape (mouth measures) or both
+    context: int = 0  # LipsSyncNet context: frames each side of the 5
     centre: str = "none"  # "track": subtract each track's median lip shape (the person's neutral mouth)
 
 
@@ -73,12 +75,11 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
     torch.manual_seed(options.seed)
     t_load = time.perf_counter()
     cfg = {"audio_feature": "mfcc13", "audio_columns": 20, "normalize": False, "dropout": options.dropout,
-           "hidden": options.hidden, "inputs": options.inputs}
+           "hidden": options.hidden, "inputs": options.inputs, "context": options.context,
+           "centre": {"none": 0, "track": -1}.get(options.centre) if not options.centre.startswith("local")
+           else int(options.centre[5:])}
     tracks = featurize([t for d in datasets for t in load_tracks(d)], "mfcc13", 20)
     check_tracks("lips", tracks, datasets)
-    if options.centre == "track":
-        for t in tracks:
-            t.lips = t.lips - t.lips.median(0).values
     persons = sorted({t.person for t in tracks})
     val_set = split_persons(persons, options.val_persons, 0.15, options.seed)
     train_tracks = [t for t in tracks if t.person not in val_set]
@@ -86,6 +87,8 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
     report(f"{len(train_tracks)} training tracks ({sum(t.num_windows for t in train_tracks)} windows, "
            f"{len(persons) - len(val_set)} persons), {len(val_tracks)} validation tracks ({len(val_set)} persons)")
     net = LipsSyncNet(**cfg)
+    for t in train_tracks:  # the sampler reads centred features; evaluation centres through the net itself
+        t.lips = net.centred(t.lips)
     if options.init_audio:
         init_audio(net, options.init_audio)
     frozen = options.freeze_audio_tower
@@ -94,6 +97,9 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
             raise ValueError("--freeze-audio-tower needs --init-audio (a trained audio tower to freeze)")
         for p in [*net.audio_tower.parameters(), *net.audio_norm.parameters()]:
             p.requires_grad_(False)
+        if options.freeze_audio_head:
+            for p in net.audio_head.parameters():
+                p.requires_grad_(False)
         net.eval()
         cached = [_tower_features(net, t, 20) for t in train_tracks]
     params = [p for p in net.parameters() if p.requires_grad]
@@ -107,10 +113,14 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
         if frozen:  # the frozen tower keeps its BatchNorm statistics
             net.audio_tower.eval()
             net.audio_norm.eval()
+            if options.freeze_audio_head:
+                net.audio_head.eval()
 
     def draw() -> tuple[Batch, torch.Tensor]:
         """PairSampler's segments and pairs; audio = the cached tower outputs (frozen) or MFCC windows."""
         if not frozen:
+            if options.context:
+                raise ValueError("--context needs --freeze-audio-tower (the fast loop's own sampler)")
             b = sampler.sample(options.segments, augment=options.augment)
             return b, b.audio
         lips, auds, li, ai, sh, ge = [], [], [], [], [], []
@@ -119,10 +129,11 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
         for k in picks:
             t = sampler.tracks[k]
             lip, aud = sampler._segment(t)
-            frames = t.lips[lip[0]:lip[-1] + 5]
+            c = options.context
+            frames = t.lips[torch.arange(lip[0] - c, lip[-1] + 5 + c).clamp(0, len(t.lips) - 1)]
             if options.augment:
                 frames = sampler._augment_lips(frames)
-            lips.append(lip_windows(frames))
+            lips.append(frames.unfold(0, 5 + 2 * c, 1).permute(0, 2, 1))
             auds.append(cached[k][torch.from_numpy(aud)])
             d = aud[None, :] - lip[:, None]
             ok = (np.abs(d) <= sampler.max_shift) & ((d == 0) | (np.abs(d) >= sampler.min_false_shift))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..model.compact import FRAMES_PER_WINDOW, CompactSyncNet, mouth_windows
-from ..model.lips import LipsSyncNet, lip_windows
+from ..model.lips import LipsSyncNet
 from ..model.syncnet import SyncNet
 
 ARCHITECTURES = ("compact", "syncnet", "lips")
@@ -77,7 +77,7 @@ def track_lip_embeddings(net: nn.Module, track, start: int, stop: int) -> torch.
     """Windows start..stop-1 of a (feature) track -> (stop - start, D) on the network's device."""
     device = next(net.parameters()).device
     if isinstance(net, LipsSyncNet):
-        return net.forward_lip_windows(lip_windows(track.lips[start:stop + FRAMES_PER_WINDOW - 1]).to(device))
+        return net.forward_lip_windows(net.lip_input(net.centred(track.lips), start, stop).to(device))
     if isinstance(net, SyncNet):
         frames = torch.from_numpy(track.faces.decode(start, stop + FRAMES_PER_WINDOW - 1))
         return net.forward_lip_sequence(frames.permute(3, 0, 1, 2)[None].float().to(device))
