@@ -76,6 +76,10 @@ def score(dists_per_track: list[np.ndarray], tracks) -> dict:
             "tracks": per_track}
 
 
+def median(ds) -> float:
+    return float(np.nanmedian(np.concatenate([x.ravel() for x in ds])))
+
+
 def model_dists(net, tracks) -> list[np.ndarray]:
     net.eval()
     return [track_dists(net, t, 20, VSHIFT + max(abs(s) for s in APPLIED_SHIFTS)) for t in tracks]
@@ -84,6 +88,9 @@ def model_dists(net, tracks) -> list[np.ndarray]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lips", action="append", required=True, help="lips checkpoint(s) (.pt)")
+    ap.add_argument("--ensemble", action="append", default=[],
+                    help="comma list of lips checkpoints: their distances (each / its median) averaged")
+    ap.add_argument("--no-fusion", action="store_true")
     ap.add_argument("--house", default=str(REPO / "model" / "weights" / "house.model"))
     ap.add_argument("--data", default="/work/data/lips/clips62")
     ap.add_argument("--persons", default=VAL)
@@ -102,10 +109,16 @@ def main():
     for name, d in dists.items():
         rows[name] = score(d, tracks)
 
-    def median(ds):
-        return float(np.nanmedian(np.concatenate([x.ravel() for x in ds])))
-
-    for path in args.lips:
+    for group in args.ensemble:
+        parts = []
+        for path in group.split(","):
+            name = f"{Path(path).parent.name}/{Path(path).name}"
+            if name not in dists:
+                dists[name] = model_dists(load_checkpoint(path)[0], tracks)
+            parts.append([x / median(dists[name]) for x in dists[name]])
+        ens = [np.mean([p[i] for p in parts], 0) for i in range(len(tracks))]
+        rows[f"ensemble: {group}"] = score(ens, tracks)
+    for path in [] if args.no_fusion else args.lips:
         name = f"{Path(path).parent.name}/{Path(path).name}"
         mh, ml = median(dists["house.model"]), median(dists[name])
         fused = [np.sqrt((a / mh) ** 2 + (b / ml) ** 2) for a, b in zip(dists["house.model"], dists[name])]

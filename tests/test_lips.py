@@ -85,3 +85,61 @@ def test_face_mesh_finds_the_lips_on_a_real_crop():
     # the engine's crop puts the mouth in its lower middle (rows ~100-180, columns ~80-145)
     mouth = pts[:, [13, 14, 61, 291], :2].mean(1)
     assert np.all((mouth[:, 0] > 80) & (mouth[:, 0] < 145) & (mouth[:, 1] > 95) & (mouth[:, 1] < 185))
+
+
+def test_engine_lip_stream_equals_the_whole_track_computation():
+    """The engine streams crops in chunks; its windows must be those training and eval see on the whole track
+    (local median centring and context included)."""
+    from otio_lipsync.model.lips import LipFeatureStream, centre_local
+
+    class FakeMesh:  # crops -> 468 'points' straight from the pixels: deterministic and cheap
+        def __call__(self, crops):
+            pts = crops.astype(np.float32).reshape(len(crops), -1)[:, :468 * 3].reshape(-1, 468, 3)
+            return pts, np.ones(len(crops), np.float32)
+
+    crops = np.random.default_rng(0).integers(0, 255, (173, 40, 40, 3), dtype=np.uint8)
+    for centre, context in [(0, 0), (50, 0), (10, 3)]:
+        net = LipsSyncNet(context=context, centre=centre).eval()
+        stream = LipFeatureStream(net, FakeMesh(), centre)
+        got = torch.cat([stream.push(crops[i:i + 17]) for i in range(0, len(crops), 17)] + [stream.finish()])
+        feats = centre_local(lip_features(FakeMesh()(crops)[0]), centre)
+        with torch.no_grad():
+            ref = net.forward_lip_windows(net.lip_input(feats, 0, len(crops) - 4))
+        assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+        assert len(stream.raw) <= 2 * (centre + context) + 17 + 5  # memory flat in track length
+
+
+def test_landmarks_fit_lips_then_eval_beside_house(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    import json
+
+    from click.testing import CliRunner
+    from otio_lipsync.faces.mesh import MeshUnavailable, find_face_mesh_model
+    from otio_lipsync.model.registry import resolve
+    from otio_lipsync.train.cli import main as train_cli
+
+    from .conftest import clip
+
+    try:
+        find_face_mesh_model()
+    except MeshUnavailable as exc:
+        pytest.skip(str(exc))
+    names = ["synced_lrs2_demo00001_01.mp4", "synced_lrs2_demo00004_01.mp4"]
+    data, lips = tmp_path / "data", tmp_path / "lips"
+    r = CliRunner().invoke(train_cli, ["prepare", *[str(clip(n)) for n in names], "-o", str(data)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(train_cli, ["landmarks", str(data), "-o", str(lips)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["tracks"] == 2 and not summary["mismatched_tracks"] and not summary["missing_tracks"]
+    run = tmp_path / "run"
+    r = CliRunner().invoke(train_cli, ["fit-lips", str(lips), "-o", str(run), "--steps", "4", "--eval-every", "2",
+                                       "--val-persons", "lrs2_demo00004", "--centre", "local10", "--context", "2",
+                                       "--init-audio", str(resolve("house")), "--freeze-audio-tower"])
+    assert r.exit_code == 0, r.output
+    assert (run / "best.pt").exists() and len((run / "curve.csv").read_text().splitlines()) == 4  # steps 0, 2, 4
+    r = CliRunner().invoke(train_cli, ["eval", str(run / "checkpoint.pt"), str(lips), "--compare", str(resolve("house")),
+                                       "-o", str(tmp_path / "both")])
+    assert r.exit_code == 0, r.output
+    table = (tmp_path / "both.md").read_text()
+    assert "| run/checkpoint.pt |" in table and "| house" in table
