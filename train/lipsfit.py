@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.lips import LipsSyncNet, lip_windows
+from ..model.lips import LipsSyncNet
 from ..outputs import atomic_output
 from .data import load_tracks
 from .evaluate import evaluate
