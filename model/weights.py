@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from .compact import CompactSyncNet
+from .lips import LipsSyncNet
 from .syncnet import SyncNet
 
 MODEL_FORMAT = "otio-lipsync-model/1"
 
-ARCHITECTURES = {"syncnet": SyncNet, "compact": CompactSyncNet}
+ARCHITECTURES = {"syncnet": SyncNet, "compact": CompactSyncNet, "lips": LipsSyncNet}
 
 SYNCNET_INPUT_SPEC = {
     "video": {"fps": 25, "frames": 5, "size": 224, "channels": "BGR", "range": "0-255"},

@@ -109,7 +109,7 @@ def test_engine_lip_stream_equals_the_whole_track_computation():
         assert len(stream.raw) <= 2 * (centre + context) + 17 + 5  # memory flat in track length
 
 
-def test_landmarks_fit_lips_then_eval_beside_house(tmp_path):
+def test_landmarks_fit_lips_eval_export_then_check(tmp_path, monkeypatch):
     pytest.importorskip("ai_edge_litert")
     import json
 
@@ -117,6 +117,8 @@ def test_landmarks_fit_lips_then_eval_beside_house(tmp_path):
     from otio_lipsync.faces.mesh import MeshUnavailable, find_face_mesh_model
     from otio_lipsync.model.registry import resolve
     from otio_lipsync.train.cli import main as train_cli
+
+    from otio_lipsync.cli import main as lipsync
 
     from .conftest import clip
 
@@ -143,3 +145,12 @@ def test_landmarks_fit_lips_then_eval_beside_house(tmp_path):
     assert r.exit_code == 0, r.output
     table = (tmp_path / "both.md").read_text()
     assert "| run/checkpoint.pt |" in table and "| house" in table
+    model = tmp_path / "models" / "tiny_lips.model"
+    r = CliRunner().invoke(train_cli, ["export", str(run / "checkpoint.pt"), "-o", str(model)])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("OTIO_LIPSYNC_MODEL_DIR", str(model.parent))
+    r = CliRunner().invoke(lipsync, ["check", "--face-cropped", "--model", "tiny_lips", "--json", "-",
+                                     str(clip("synced_lrs2_demo00004_01.mp4"))])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)[0]
+    assert result["model"]["architecture"] == "lips" and result["num_windows"] > 100
