@@ -23,11 +23,12 @@ import torch
 
 from ..errors import BadWeights, NoSyncProbability  # the class lives in errors.py; importable here too
 from .compact import CompactSyncNet
+from .lips import LipsSyncNet
 from .syncnet import SyncNet
 
 MODEL_FORMAT = "otio-lipsync-model/1"
 
-ARCHITECTURES = {"syncnet": SyncNet, "compact": CompactSyncNet}
+ARCHITECTURES = {"syncnet": SyncNet, "compact": CompactSyncNet, "lips": LipsSyncNet}
 
 SYNCNET_INPUT_SPEC = {
     "video": {"fps": 25, "frames": 5, "size": 224, "channels": "BGR", "range": "0-255"},

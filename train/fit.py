@@ -58,11 +58,16 @@ class FitOptions:
     augment: str = "geometric"  # "basic" (the first house model's) or "geometric" (see pairs.PairSampler._augment)
     stop_after: int | None = None  # end this invocation at this step (resume later); not a run option
     init: str | None = None  # start from these weights (a model file or checkpoint) instead of random ones
+    hidden: int = 512  # arch lips: width of the lip MLP's first layer
+    init_audio: str | None = None  # arch lips: copy the audio stream (tower + head) from this model file
 
     @property
     def model_config(self) -> dict:
         if self.arch == "syncnet":
             return dict(SYNCNET_FEATURES)
+        if self.arch == "lips":
+            return {"audio_feature": "mfcc13", "audio_columns": 20, "normalize": False, "dropout": self.dropout,
+                    "hidden": self.hidden}
         extra = {"pooled": self.pooled, "dropout": self.dropout}
         if self.objective == "icsyncnet":  # 0.4 s of log mel, unit-length embeddings
             return {"audio_feature": "logmel26", "audio_columns": 40, "normalize": True, **extra}
@@ -121,6 +126,19 @@ def init_weights(net: torch.nn.Module, source: str) -> None:
     net.load_state_dict(state)
 
 
+def init_audio(net: torch.nn.Module, source: str) -> None:
+    """Copy the audio stream (audio_norm, audio_tower, audio_head) of a model file or checkpoint into `net`."""
+    from ..model.weights import load_model
+    from .export import load_checkpoint
+
+    other = load_checkpoint(source)[0] if source.endswith(".pt") else load_model(source).net
+    state = {k: v for k, v in other.state_dict().items() if k.startswith("audio_")}
+    mine = net.state_dict()
+    if not state or any(k not in mine or mine[k].shape != v.shape for k, v in state.items()):
+        raise ValueError(f"--init-audio {source}: its audio stream does not match this network's")
+    net.load_state_dict(state, strict=False)
+
+
 def _save(path: Path, payload: dict) -> None:
     with atomic_output(str(path)) as tmp:
         torch.save(payload, tmp)
@@ -177,6 +195,9 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     if options.init and not state:  # a resumed run has its own weights
         init_weights(net, options.init)
         report(f"starting from the weights of {options.init}")
+    if options.init_audio and not state:
+        init_audio(net, options.init_audio)
+        report(f"audio stream from {options.init_audio}")
     net = net.to(device)
     # AMP on GPU: bfloat16 autocast (same exponent range as float32: no loss scaling needed); CPU stays
     # float32, so CPU runs are bit-reproducible
@@ -185,7 +206,7 @@ def fit(dataset: str | list[str], out: str, options: FitOptions, resume: bool = 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=options.lr, total_steps=options.steps,
                                                 pct_start=0.05)
     sampler = PairSampler(train_tracks, cfg["audio_columns"], seg_len=options.seg_len, seed=options.seed,
-                          augment=options.augment, faces=options.arch == "syncnet")
+                          augment=options.augment, faces=options.arch == "syncnet", lips=options.arch == "lips")
     step, refined, history, best_score = 0, False, [], -1.0
     if state:
         try:

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from ..model.compact import FRAMES_PER_WINDOW, CompactSyncNet, mouth_windows
+from ..model.lips import LipsSyncNet
 from ..model.syncnet import SyncNet
 
-ARCHITECTURES = ("compact", "syncnet")
+ARCHITECTURES = ("compact", "syncnet", "lips")
 SYNCNET_FEATURES = {"audio_feature": "mfcc13", "audio_columns": 20, "normalize": False}
 
 
@@ -27,10 +28,14 @@ def build(arch: str, config: dict) -> nn.Module:
         return CompactSyncNet(**config)
     if arch == "syncnet":
         return SyncNet()
+    if arch == "lips":
+        return LipsSyncNet(**config)
     raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
 
 
 def arch_of(net: nn.Module) -> str:
+    if isinstance(net, LipsSyncNet):
+        return "lips"
     return "syncnet" if isinstance(net, SyncNet) else "compact"
 
 
@@ -43,6 +48,9 @@ def check_tracks(arch: str, tracks, datasets) -> None:
     if arch == "syncnet" and any(t.faces is None for t in tracks):
         raise ValueError(f"{', '.join(map(str, datasets))}: no face crops for the syncnet architecture; prepare the "
                          f"footage with `lipsync-train prepare --faces` (the compact model needs only the mouths)")
+    if arch == "lips" and any(t.lips is None for t in tracks):
+        raise ValueError(f"{', '.join(map(str, datasets))}: no face-mesh landmarks for the lips architecture; add them "
+                         f"with `lipsync-train landmarks DATASET -o NEW` and train on NEW")
 
 
 def batch_lip_embeddings(net: nn.Module, lips: torch.Tensor, runs: torch.Tensor | None) -> torch.Tensor:
@@ -68,6 +76,8 @@ def batch_lip_embeddings(net: nn.Module, lips: torch.Tensor, runs: torch.Tensor 
 def track_lip_embeddings(net: nn.Module, track, start: int, stop: int) -> torch.Tensor:
     """Windows start..stop-1 of a (feature) track -> (stop - start, D) on the network's device."""
     device = next(net.parameters()).device
+    if isinstance(net, LipsSyncNet):
+        return net.forward_lip_windows(net.lip_input(net.centred(track.lips), start, stop).to(device))
     if isinstance(net, SyncNet):
         frames = torch.from_numpy(track.faces.decode(start, stop + FRAMES_PER_WINDOW - 1))
         return net.forward_lip_sequence(frames.permute(3, 0, 1, 2)[None].float().to(device))

@@ -19,6 +19,7 @@ import torch
 
 from ..model.audio import MfccStream
 from ..model.compact import FRAMES_PER_WINDOW, mouth_windows
+from ..model.lips import MIRROR, lip_windows
 from .data import FaceJpegs, Track
 
 COLUMNS_PER_FRAME = 4
@@ -34,6 +35,7 @@ class FeatureTrack:
     num_windows: int
     valid: torch.Tensor  # bool (num_windows,): windows still used as genuine (refinement clears some)
     faces: FaceJpegs | None = None  # the 224x224 crops (datasets prepared with --faces)
+    lips: torch.Tensor | None = None  # float32 (T, 94) lip geometry (datasets with landmarks)
 
 
 def featurize(tracks: list[Track], feature: str = "mfcc13", columns: int = 20) -> list[FeatureTrack]:
@@ -47,7 +49,7 @@ def featurize(tracks: list[Track], feature: str = "mfcc13", columns: int = 20) -
         if n < 2:
             continue
         out.append(FeatureTrack(t.person, t.source, t.mouths, torch.from_numpy(feats), n,
-                                torch.ones(n, dtype=torch.bool), t.faces))
+                                torch.ones(n, dtype=torch.bool), t.faces, t.lips))
     return out
 
 
@@ -74,11 +76,13 @@ class Batch:
 class PairSampler:
     def __init__(self, tracks: list[FeatureTrack], columns: int, seg_len: int = 32, max_shift: int = 50,
                  hard: int = 8, far: int = 16, min_false_shift: int = 2, seed: int = 0,
-                 weights: np.ndarray | None = None, augment: str = "geometric", faces: bool = False):
+                 weights: np.ndarray | None = None, augment: str = "geometric", faces: bool = False,
+                 lips: bool = False):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r} (known: {', '.join(AUGMENTATIONS)})")
         self.augment = augment
         self.faces = faces  # draw the 224x224 crops (the original architecture) instead of the mouths
+        self.lips = lips  # draw the lip geometry (arch lips) instead of the mouths
         if not tracks:
             raise ValueError("no tracks to sample from")
         self.tracks, self.columns = tracks, columns
@@ -113,11 +117,16 @@ class PairSampler:
             lip, aud = self._segment(t)
             if self.faces:
                 frames = torch.from_numpy(t.faces.decode(int(lip[0]), int(lip[-1]) + FRAMES_PER_WINDOW))
+            elif self.lips:
+                frames = t.lips[lip[0]:lip[-1] + FRAMES_PER_WINDOW]
             else:
                 frames = t.mouths[lip[0]:lip[-1] + FRAMES_PER_WINDOW]
             if augment:  # on the frames, before windowing: each frame is transformed once, not 5 times
-                frames = self._augment(frames)
-            windows = frames if self.faces else mouth_windows(frames)  # (L, 5, 48, 80); faces: windowed in the net
+                frames = self._augment_lips(frames) if self.lips else self._augment(frames)
+            if self.lips:
+                windows = lip_windows(frames)  # (L, 5, 94)
+            else:
+                windows = frames if self.faces else mouth_windows(frames)  # (L, 5, 48, 80); faces: windowed in the net
             runs.append(len(frames))
             cols = torch.from_numpy(aud * COLUMNS_PER_FRAME)[:, None] + torch.arange(self.columns)
             feats = t.features[:, cols].permute(1, 0, 2)  # (A, rows, W)
@@ -144,6 +153,23 @@ class PairSampler:
         return Batch(torch.cat(lips), torch.cat(auds)[:, None].float(), torch.from_numpy(np.concatenate(li)),
                      torch.from_numpy(np.concatenate(ai)), torch.from_numpy(np.concatenate(sh)),
                      torch.from_numpy(np.concatenate(ge)), torch.tensor(runs) if self.faces else None)
+
+    def _augment_lips(self, frames: torch.Tensor) -> torch.Tensor:
+        """Lip geometry (T, 94), one transform per segment: mirror (x -> -x, left and right points swapped),
+        a rotation of +-5 degrees, a scale of 0.9-1.1 (x and y apart by up to 5%), a shift of 0.05
+        inter-ocular distances, and per-frame jitter of 0.005 (the mesh's own noise is about that)."""
+        p = frames.reshape(len(frames), -1, 2).clone()
+        if self.rng.random() < 0.5:
+            p = p[:, MIRROR]
+            p[..., 0] = -p[..., 0]
+        angle = float(np.deg2rad(self.rng.uniform(-5, 5)))
+        c, s = np.cos(angle), np.sin(angle)
+        rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float32)
+        scale = float(self.rng.uniform(0.9, 1.1)) * torch.tensor(self.rng.uniform(0.95, 1.05, size=2), dtype=torch.float32)
+        shift = torch.tensor(self.rng.normal(0, 0.05, size=2), dtype=torch.float32)
+        p = (p @ rot.T) * scale + shift
+        p = p + torch.from_numpy(self.rng.normal(0, 0.005, size=p.shape).astype(np.float32))
+        return p.reshape(len(frames), -1)
 
     def _augment(self, frames: torch.Tensor) -> torch.Tensor:
         """The same transform over a whole segment of (T, 48, 80) grey mouths or (T, 224, 224, 3) face crops.
