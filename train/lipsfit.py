@@ -33,7 +33,7 @@ from .evaluate import evaluate
 from .fit import init_audio, split_persons
 from .nets import check_tracks
 from .objectives import pair_loss
-from .pairs import COLUMNS_PER_FRAME, Batch, PairSampler, featurize
+from .pairs import COLUMNS_PER_FRAME, Batch, PairIndex, PairSampler, featurize
 
 
 @dataclass
@@ -123,8 +123,8 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
                 raise ValueError("--context needs --freeze-audio-tower (the fast loop's own sampler)")
             b = sampler.sample(options.segments, augment=options.augment)
             return b, b.audio
-        lips, auds, li, ai, sh, ge = [], [], [], [], [], []
-        n_lip = n_aud = 0
+        lips, auds = [], []
+        pairs = PairIndex()
         picks = sampler.rng.choice(len(sampler.tracks), size=options.segments, p=sampler.p)
         for k in picks:
             t = sampler.tracks[k]
@@ -135,18 +135,9 @@ def fit_lips(datasets: list[str], out: str, options: LipsFitOptions, report: Cal
                 frames = sampler._augment_lips(frames)
             lips.append(frames.unfold(0, 5 + 2 * c, 1).permute(0, 2, 1))
             auds.append(cached[k][torch.from_numpy(aud)])
-            d = aud[None, :] - lip[:, None]
-            ok = (np.abs(d) <= sampler.max_shift) & ((d == 0) | (np.abs(d) >= sampler.min_false_shift))
-            i, j = np.nonzero(ok)
-            li.append(i + n_lip)
-            ai.append(j + n_aud)
-            sh.append(d[i, j])
-            ge.append(d[i, j] == 0)
-            n_lip += len(lip)
-            n_aud += len(aud)
+            pairs.add(lip, aud, sampler.max_shift, sampler.min_false_shift)
         audio = torch.cat(auds)
-        b = Batch(torch.cat(lips), audio, torch.from_numpy(np.concatenate(li)), torch.from_numpy(np.concatenate(ai)),
-                  torch.from_numpy(np.concatenate(sh)), torch.from_numpy(np.concatenate(ge)))
+        b = Batch(torch.cat(lips), audio, *pairs.tensors())
         return b, audio
 
     def aud_embed(audio: torch.Tensor) -> torch.Tensor:

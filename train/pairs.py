@@ -73,6 +73,33 @@ class Batch:
                         self.lip_runs)))
 
 
+class PairIndex:
+    """The (lip window, audio window) pairs of a batch built segment by segment: every pair within
+    `max_shift` frames, genuine at shift 0, false at `min_false_shift` or more (nothing in between)."""
+
+    def __init__(self):
+        self.li, self.ai, self.sh, self.ge = [], [], [], []
+        self.n_lip = self.n_aud = 0
+
+    def add(self, lip: np.ndarray, aud: np.ndarray, max_shift: int, min_false_shift: int,
+            valid: np.ndarray | None = None) -> None:
+        d = aud[None, :] - lip[:, None]  # (L, A) shifts
+        ok = (np.abs(d) <= max_shift) & ((d == 0) | (np.abs(d) >= min_false_shift))
+        if valid is not None:
+            ok &= ~((d == 0) & ~valid[lip][:, None])  # refinement: no genuine pair from a dropped window
+        i, j = np.nonzero(ok)
+        self.li.append(i + self.n_lip)
+        self.ai.append(j + self.n_aud)
+        self.sh.append(d[i, j])
+        self.ge.append(d[i, j] == 0)
+        self.n_lip += len(lip)
+        self.n_aud += len(aud)
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """(lip_index, audio_index, shift, genuine), Batch's order."""
+        return tuple(torch.from_numpy(np.concatenate(v)) for v in (self.li, self.ai, self.sh, self.ge))
+
+
 class PairSampler:
     def __init__(self, tracks: list[FeatureTrack], columns: int, seg_len: int = 32, max_shift: int = 50,
                  hard: int = 8, far: int = 16, min_false_shift: int = 2, seed: int = 0,
@@ -109,8 +136,8 @@ class PairSampler:
         return lip, np.concatenate([near, far])
 
     def sample(self, num_segments: int, augment: bool = True) -> Batch:
-        lips, runs, auds, li, ai, sh, ge = [], [], [], [], [], [], []
-        n_lip = n_aud = 0
+        lips, runs, auds = [], [], []
+        pairs = PairIndex()
         picks = self.rng.choice(len(self.tracks), size=num_segments, p=self.p)
         for k in picks:
             t = self.tracks[k]
@@ -137,22 +164,11 @@ class PairSampler:
                     feats[:, 0] += gain
                 else:
                     feats += gain
-            d = aud[None, :] - lip[:, None]  # (L, A) shifts
-            ok = (np.abs(d) <= self.max_shift) & ((d == 0) | (np.abs(d) >= self.min_false_shift))
-            valid = t.valid.numpy()
-            ok &= ~((d == 0) & ~valid[lip][:, None])  # refinement: no genuine pair from a dropped window
-            i, j = np.nonzero(ok)
             lips.append(windows)
             auds.append(feats)
-            li.append(i + n_lip)
-            ai.append(j + n_aud)
-            sh.append(d[i, j])
-            ge.append(d[i, j] == 0)
-            n_lip += len(lip)
-            n_aud += len(aud)
-        return Batch(torch.cat(lips), torch.cat(auds)[:, None].float(), torch.from_numpy(np.concatenate(li)),
-                     torch.from_numpy(np.concatenate(ai)), torch.from_numpy(np.concatenate(sh)),
-                     torch.from_numpy(np.concatenate(ge)), torch.tensor(runs) if self.faces else None)
+            pairs.add(lip, aud, self.max_shift, self.min_false_shift, t.valid.numpy())
+        return Batch(torch.cat(lips), torch.cat(auds)[:, None].float(), *pairs.tensors(),
+                     torch.tensor(runs) if self.faces else None)
 
     def _augment_lips(self, frames: torch.Tensor) -> torch.Tensor:
         """Lip geometry (T, 94), one transform per segment: mirror (x -> -x, left and right points swapped),
