@@ -44,6 +44,12 @@ class FootageOptions:
     tiles: str = "auto"
 
 
+# frames wait for the tracker's look-ahead (~32) at full resolution: their bytes are bounded, not their count.
+# A frame above TRACK_PIXELS is tracked and cropped scaled down (its 224x224 crops lose nothing a face that
+# large needs); boxes are reported in source pixels all the same. 1080p and 1440p are untouched.
+FRAME_BUFFER_BYTES = 512 * 2**20
+TRACK_PIXELS = FRAME_BUFFER_BYTES // (3 * 36)  # ~5 MP: the look-ahead plus the frames awaiting a shot decision
+
 TILE_MODES = ("auto", "always", "off")
 TILES_MIN_PX = 960  # longer side: smaller frames lose nothing to the 320 px whole-frame pass
 PROBE_FRAMES = 50  # look for missed small faces every 2 s ...
@@ -110,6 +116,7 @@ class FootageScan:
         self._small_until = -1  # small-face (tiled) detection runs up to this frame
         self.tiled_frames = 0  # frames detected on tiles (cost, reported by the benchmark)
         self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
+        self.track_scale = 1.0  # < 1: frames above TRACK_PIXELS are tracked scaled down by this
 
     def __iter__(self):
         out: dict = {}
@@ -128,6 +135,7 @@ class FootageScan:
                 previews = data
                 continue
             for frame, small in zip(data, previews):
+                frame = self._bounded(frame)
                 index = self.num_frames
                 detections = None
                 if index % every == 0:
@@ -146,6 +154,20 @@ class FootageScan:
                 duration = self.duration_s or (self.info.duration_s if self.info else None)
                 self.progress(self.num_frames, int(round(duration * FPS)) if duration else self.num_frames)
         yield "crops", self._track(waiting, self.shots.finish()) + self.tracker.finish()
+
+    def _bounded(self, frame: np.ndarray) -> np.ndarray:
+        """The frame as the tracker keeps it: scaled down when above TRACK_PIXELS (see FRAME_BUFFER_BYTES)."""
+        h, w = frame.shape[:2]
+        if self.num_frames == 0 and h * w > TRACK_PIXELS:
+            self.track_scale = float(np.sqrt(TRACK_PIXELS / (h * w)))
+            opts = self.tracker.options  # sizes the tracker judges are in tracked pixels
+            self.tracker.options = replace(opts, min_face_px=opts.min_face_px * self.track_scale)
+        if self.track_scale == 1.0:
+            return frame
+        from PIL import Image
+
+        size = (max(1, int(w * self.track_scale)), max(1, int(h * self.track_scale)))
+        return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
     def _small_faces(self, index: int, frame: np.ndarray, found: list) -> list:
         """Add faces the whole-frame pass is too coarse for (see FootageOptions.tiles)."""
@@ -182,7 +204,10 @@ class FootageScan:
 
     def kept_tracks(self) -> list[Track]:
         shot_len = {i: b - a for i, (a, b) in enumerate(self.shots.shots(self.num_frames))}
-        return [t for t in self.tracker.finished if self.tracker.keeps(t, shot_len.get(t.shot, self.num_frames))]
+        kept = [t for t in self.tracker.finished if self.tracker.keeps(t, shot_len.get(t.shot, self.num_frames))]
+        for t in kept:
+            t.to_source = 1.0 / self.track_scale
+        return kept
 
 
 def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | None = None,
@@ -300,7 +325,7 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
             "id": number,
             "start_s": round(track.first / FPS, 3),
             "end_s": round((track.last + 1) / FPS, 3),
-            "box": [round(v, 1) for v in track.median_box()],
+            "box": [round(v * track.to_source, 1) for v in track.median_box()],  # source pixels
             "offset_frames": r.offset_frames,
             "audio_delay_ms": audio_delay_ms(r.offset_frames),
             "confidence": round(r.confidence, 6),

@@ -50,7 +50,7 @@ def write_review_video(source: str, analysis: Analysis, tracks: list[Track], tar
     boxes: dict[int, list[tuple[int, list[float]]]] = {}
     for number, track in enumerate(tracks):
         frames, params = track.geometry(track.first, track.last)
-        for f, (cx, cy, s) in zip(frames, params):
+        for f, (cx, cy, s) in zip(frames, params * track.to_source):  # drawn on source frames
             box = [cx - s * (1 + crop_scale), cy - s, cx + s * (1 + crop_scale), cy + s * (1 + 2 * crop_scale)]
             boxes.setdefault(int(f), []).append((number, box))
     fd, silent_video = tempfile.mkstemp(prefix=".lipsync-review-", suffix=".mp4", dir=directory)

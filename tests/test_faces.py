@@ -264,3 +264,23 @@ def test_rotated_face_does_not_crash(stand_in_path, ffmpeg_exe, tmp_path):
     assert result.exit_code in (0, 2) and "Traceback" not in result.output
     entry = json.loads(result.stdout)[0]
     assert ("tracks" in entry) or entry["error_type"] == "NoFace"
+
+
+def test_huge_frames_are_tracked_within_a_byte_budget_and_reported_in_source_pixels(detector, ffmpeg_exe, tmp_path):
+    """Frames wait for the tracker's look-ahead: an 8K-class frame held ~32 times was 7.6 GB. Above
+    TRACK_PIXELS they are kept scaled down, and boxes still come out in source pixels."""
+    from otio_lipsync.footage import FRAME_BUFFER_BYTES, TRACK_PIXELS
+
+    src = clip("synced_mead_m030_01.mp4")  # 854x480
+    big = tmp_path / "big.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(src), "-t", "2", "-vf", "scale=4270:2400", "-c:v", "libx264", "-preset",
+               "ultrafast", "-c:a", "aac", str(big))
+    small, huge = scan(src, detector, duration_s=2.0), FootageScan(str(big), detector=detector)
+    held = 0
+    for _ in huge:
+        held = max(held, sum(f.nbytes for _, f in huge.tracker._frames))
+    assert huge.track_scale < 1 and held <= FRAME_BUFFER_BYTES
+    assert all(f.shape[0] * f.shape[1] <= TRACK_PIXELS for _, f in huge.tracker._frames)
+    (a,), (b,) = small.kept_tracks(), huge.kept_tracks()
+    box_small, box_big = np.array(a.median_box()) * a.to_source * 5, np.array(b.median_box()) * b.to_source
+    assert np.abs(box_big - box_small).max() < 0.05 * (box_small[2] - box_small[0]), (box_small, box_big)

@@ -86,6 +86,7 @@ class Track:
     scores: list[float] = field(default_factory=list)
     emitted_upto: int = -1  # last frame whose crop was emitted
     ended: bool = False
+    to_source: float = 1.0  # tracked pixels -> source pixels (FootageScan tracks huge frames scaled down)
 
     @property
     def first(self) -> int:
