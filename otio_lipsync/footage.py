@@ -20,9 +20,8 @@ from .errors import NoFace, TooShort
 from .faces.detectors import TILE_PX, FaceDetector, detect_tiles, make_detector
 from .faces.shots import ShotDetector
 from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
-from .speakers import (UNCALIBRATED, SpeakerOptions, SpeakingModel, attribute, combine, offset_margin, segments, vote_windows,
-                       window_weights)
-from .speakers import _runs
+from .speakers import (UNCALIBRATED, SpeakerOptions, SpeakingModel, attribute, combine, offset_margin, runs, segments,
+                       vote_windows, window_weights)
 from .speech import SpeechActivity, speech_frames, window_speech
 from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip, usable_vshift
 from .verdict import calibration_for, judge
@@ -353,7 +352,7 @@ def _analysis(path: str, scan: FootageScan, kept: list[tuple[Track, SyncResult]]
         media={k: v for k, v in (info.to_dict() if info else {}).items() if k != "path"},
         shots=[{"start_s": round(a / FPS, 3), "end_s": round(b / FPS, 3)} for a, b in shot_list],
         tracks=tracks, basis=combined.basis, drift=drift,
-        speech=[[round(a / FPS, 3), round(b / FPS, 3)] for a, b in _runs(speech)],
+        speech=[[round(a / FPS, 3), round(b / FPS, 3)] for a, b in runs(speech)],
     )
 
 

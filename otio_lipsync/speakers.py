@@ -56,7 +56,7 @@ def _vote_probability(framewise_conf: np.ndarray, opts: VoteOptions) -> np.ndarr
     return 1.0 / (1.0 + np.exp(-(smooth - opts.bias) / opts.scale))
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index runs where mask is True."""
     edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
@@ -70,14 +70,20 @@ def vote_mask(framewise_conf: np.ndarray, opts: VoteOptions | None = None, fps: 
 
 def clean_runs(mask: np.ndarray, min_segment_s: float, fps: float = 25.0) -> np.ndarray:
     """Gaps shorter than min_segment_s inside runs closed, then islands shorter than it dropped."""
-    mask = np.array(mask, dtype=bool)
     min_len = max(1, int(round(min_segment_s * fps)))
-    for a, b in _runs(~mask):  # close short gaps inside speech first ...
-        if a > 0 and b < len(mask) and b - a < min_len:
-            mask[a:b] = True
-    for a, b in _runs(mask):  # ... then drop short islands
+    mask = close_gaps(mask, min_len)  # close short gaps inside runs first ...
+    for a, b in runs(mask):  # ... then drop short islands
         if b - a < min_len:
             mask[a:b] = False
+    return mask
+
+
+def close_gaps(mask: np.ndarray, min_len: int) -> np.ndarray:
+    """A copy with every gap shorter than min_len frames between two runs filled."""
+    mask = np.array(mask, dtype=bool)
+    for a, b in runs(~mask):
+        if a > 0 and b < len(mask) and b - a < min_len:
+            mask[a:b] = True
     return mask
 
 
@@ -87,7 +93,7 @@ def segments(mask: np.ndarray, first_frame: int, fps: float = 25.0) -> list[list
     at the track's ends it reaches the track's first / last frame."""
     n = len(mask)
     return [[round((first_frame + (a + 2 if a > 0 else 0)) / fps, 3),
-             round((first_frame + (b + 2 if b < n else b + 4)) / fps, 3)] for a, b in _runs(mask)]
+             round((first_frame + (b + 2 if b < n else b + 4)) / fps, 3)] for a, b in runs(mask)]
 
 
 @dataclass

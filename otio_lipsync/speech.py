@@ -83,14 +83,9 @@ class SpeechActivity:
 def speech_frames(probability: np.ndarray, threshold: float = 0.5, min_silence_s: float = 0.25,
                   fps: float = 25.0) -> np.ndarray:
     """Per-frame speech decision: above `threshold`, pauses shorter than `min_silence_s` closed."""
-    from .speakers import _runs
+    from .speakers import close_gaps
 
-    mask = np.asarray(probability) > threshold
-    gap = max(1, int(round(min_silence_s * fps)))
-    for a, b in _runs(~mask):
-        if a > 0 and b < len(mask) and b - a < gap:
-            mask[a:b] = True
-    return mask
+    return close_gaps(np.asarray(probability) > threshold, max(1, int(round(min_silence_s * fps))))
 
 
 def window_speech(frames: np.ndarray, first_frame: int, num_windows: int, offset_frames: int) -> np.ndarray:
