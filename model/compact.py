@@ -113,7 +113,7 @@ class CompactSyncNet(nn.Module):
         """(1, 3, T, 224, 224) consecutive crops (a (T, 224, 224, 3) uint8 array seen channels-first)
         -> (T-4, D): each frame is reduced to its grey mouth once, then windows are 5-channel stacks."""
         crops = frames[0].permute(1, 2, 3, 0)
-        mouths = mouth_frames(crops.clamp(0, 255).to(torch.uint8))
+        mouths = mouth_frames(crops if crops.dtype == torch.uint8 else crops.clamp(0, 255).to(torch.uint8))
         return self.forward_lip_windows(mouth_windows(mouths))
 
     def similarity_logits(self, lip: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:

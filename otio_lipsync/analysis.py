@@ -122,7 +122,7 @@ def analyse_file(path: str, engine: SyncEngine, reference_decode: bool = False,
     else:
         chunks = media.decode(path, size=(CROP_SIZE, CROP_SIZE), audio_stream=audio_stream, info_out=out,
                               channel=channel, start_s=start_s, duration_s=duration_s)
-    result = engine.analyse(chunks, source=path)
+    result = engine.analyse(media.prefetched(chunks), source=path)  # decoding runs ahead on the other core
     decode = "reference" if reference_decode else "direct"
     return analysis_from_sync(path, result, out.get("info"), model, decode, engine.precision,
                               calibration_for(engine.model, result.vshift)), result

@@ -113,6 +113,7 @@ class FootageScan:
         self.info: media.MediaInfo | None = None
         self.num_frames = 0  # frames decoded
         self._small_until = -1  # small-face (tiled) detection runs up to this frame
+        self._small_boxes: list[np.ndarray] = []  # where tiles last found faces the whole frame missed
         self.tiled_frames = 0  # frames detected on tiles (cost, reported by the benchmark)
         self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
         self.track_scale = 1.0  # < 1: frames above TRACK_PIXELS are tracked scaled down by this
@@ -123,9 +124,9 @@ class FootageScan:
         previews = None
         # frames decoded but not yet tracked: a frame's shot decision needs a few frames after it
         waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
-        for kind, data in media.decode(self.path, audio_stream=self.audio_stream, info_out=out,
-                                       preview=PREVIEW_PX, channel=self.channel, start_s=self.start_s,
-                                       duration_s=self.duration_s):
+        chunks = media.decode(self.path, audio_stream=self.audio_stream, info_out=out, preview=PREVIEW_PX,
+                              channel=self.channel, start_s=self.start_s, duration_s=self.duration_s)
+        for kind, data in media.prefetched(chunks):  # decoding runs ahead on the other core
             self.info = out.get("info")
             if kind == "audio":
                 yield "audio", data
@@ -179,16 +180,19 @@ class FootageScan:
         if not due:
             return found
         self.tiled_frames += 1
-        tiles = detect_tiles(self.detector, np.ascontiguousarray(frame[:, :, ::-1]))
+        # between probes, only the tiles where small faces were last found (a whole tiled pass is ~8 detections)
+        probe = mode == "always" or index % PROBE_FRAMES == 0 or not active
+        tiles = detect_tiles(self.detector, frame, bgr=True, near=None if probe else self._small_boxes)
 
         def missed(d) -> bool:  # small, and not a part of a face the whole frame already has
-            cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
-            return d.size < 0.3 * TILE_PX and not any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3]
-                                                       for f in found)
+            return d.size < 0.3 * TILE_PX and not any(_holds(f.box, d.box) for f in found)
 
         extra = [d for d in tiles if missed(d)]
         if extra:
             self._small_until = index + SMALL_FACE_HOLD
+            kept = [] if probe else [b for b in self._small_boxes  # faces still followed but not seen this time
+                                     if not any(_holds(d.box, b) for d in extra)]
+            self._small_boxes = [d.box for d in extra] + kept
         return found + extra
 
     def _track(self, waiting, decided: list[tuple[int, bool]]) -> list[CropEvent]:
@@ -207,6 +211,12 @@ class FootageScan:
         for t in kept:
             t.to_source = 1.0 / self.track_scale
         return kept
+
+
+def _holds(box: np.ndarray, other: np.ndarray) -> bool:
+    """Whether `box` holds the centre of `other`."""
+    cx, cy = (other[0] + other[2]) / 2, (other[1] + other[3]) / 2
+    return bool(box[0] <= cx <= box[2] and box[1] <= cy <= box[3])
 
 
 def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | None = None,

@@ -22,13 +22,16 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import wave
+from collections import deque
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .errors import LipsyncError, MediaNotFound, NoAudioStream, NoVideoStream, UnreadableMedia
 
@@ -271,16 +274,20 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
         ratio = preview / max(info.width, info.height)
         preview_size = (max(2, round(info.width * ratio)), max(2, round(info.height * ratio)))
 
+    # one reformatter per output keeps its swscale context across frames: a new context per frame cost more
+    # than the conversion itself (1080p: 2.8 -> 1.2 ms for BGR, 3.5 -> 0.8 ms for the preview; same pixels)
+    full_format, small_format = VideoReformatter(), VideoReformatter()
+
     def to_image(frame):
         if size is None:
-            image = frame.to_ndarray(format="bgr24")
+            image = full_format.reformat(frame, format="bgr24").to_ndarray()
         else:
-            image = frame.reformat(width=size[0], height=size[1], format="bgr24",
-                                   interpolation=interpolation).to_ndarray()
+            image = full_format.reformat(frame, width=size[0], height=size[1], format="bgr24",
+                                         interpolation=interpolation).to_ndarray()
         if not preview:
             return image
-        small = frame.reformat(width=preview_size[0], height=preview_size[1], format="rgb24",
-                               interpolation="FAST_BILINEAR").to_ndarray()
+        small = small_format.reformat(frame, width=preview_size[0], height=preview_size[1], format="rgb24",
+                                      interpolation="FAST_BILINEAR").to_ndarray()
         return image, small
 
     # big frames go out one at a time, as views: stacking 1080p frames would copy 6 MB each
@@ -369,6 +376,64 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
 
 def _stack(images: list[np.ndarray]) -> np.ndarray:
     return images[0][None] if len(images) == 1 else np.stack(images)
+
+
+PREFETCH_BYTES = 64 * 2**20  # decoded chunks waiting for the consumer: ~10 frames of 1080p, 25 chunks of crops
+
+
+def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFETCH_BYTES
+               ) -> Iterator[tuple[str, np.ndarray]]:
+    """`chunks` (a `decode` generator) run ahead in a background thread: decoding and colour conversion
+    (PyAV releases the GIL for both) overlap with the consumer's detection and model on the other core.
+    At most `max_bytes` of chunks wait (at least one, however large); errors are raised in the consumer,
+    and closing this generator early stops and closes the decoder."""
+    lock = threading.Condition()
+    waiting: deque = deque()
+    state = {"bytes": 0, "stop": False}
+    done = object()
+
+    def produce():
+        try:
+            for item in chunks:
+                size = item[1].nbytes
+                with lock:
+                    lock.wait_for(lambda: state["stop"] or not waiting or state["bytes"] + size <= max_bytes)
+                    if state["stop"]:
+                        break
+                    waiting.append(item)
+                    state["bytes"] += size
+                    lock.notify_all()
+        except BaseException as exc:  # handed to the consumer, raised there
+            with lock:
+                waiting.append(exc)
+                lock.notify_all()
+            return
+        finally:
+            chunks.close()
+        with lock:
+            waiting.append(done)
+            lock.notify_all()
+
+    thread = threading.Thread(target=produce, name="lipsync-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with lock:
+                lock.wait_for(lambda: bool(waiting))
+                item = waiting.popleft()
+                if isinstance(item, tuple):
+                    state["bytes"] -= item[1].nbytes
+                lock.notify_all()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        with lock:
+            state["stop"] = True
+            lock.notify_all()
+        thread.join()
 
 
 def read_all(path: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:

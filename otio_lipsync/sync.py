@@ -27,6 +27,7 @@ import torch
 
 from .errors import TooShort
 from .model import FastSyncNet, LoadedModel, MfccStream, SyncNet
+from .model.compact import CompactSyncNet
 from .model.lips import LipFeatureStream, LipsSyncNet
 from .model.syncnet import (
     CROP_SIZE,
@@ -201,7 +202,8 @@ class SyncEngine:
             self.edges = edges or "zero"
         else:  # a trained CompactSyncNet or LipsSyncNet: already small; float32 (bf16 gains nothing at this size)
             self.fast = net.to(self.device).eval()
-            self.lip_dtype = torch.float32
+            # a compact net reads grey mouths off the uint8 crops: no float copy of whole 224x224 crops
+            self.lip_dtype = torch.uint8 if isinstance(net, CompactSyncNet) else torch.float32
             self.embedding_dim = net.config["embedding_dim"]
             self.audio_feature, self.audio_columns = net.audio_feature, net.audio_columns
             self.edges = edges or "valid"

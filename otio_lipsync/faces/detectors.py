@@ -228,14 +228,21 @@ def tile_origins(length: int, tile: int, overlap: float = TILE_OVERLAP) -> list[
     return [int(v) for v in np.linspace(0, length - tile, count)]
 
 
-def detect_tiles(detector: FaceDetector, rgb: np.ndarray, tile: int = TILE_PX) -> list[Detection]:
+def detect_tiles(detector: FaceDetector, image: np.ndarray, tile: int = TILE_PX, bgr: bool = False,
+                 near: list[np.ndarray] | None = None) -> list[Detection]:
     """Faces too small for a whole-frame pass: the detector on overlapping tiles of the full-resolution
-    frame, boxes back in frame pixels, duplicates across tile overlaps merged (weighted NMS)."""
+    frame, boxes back in frame pixels, duplicates across tile overlaps merged (weighted NMS).
+    bgr: the image is BGR (each tile is turned to RGB alone, not the whole frame). near: only the tiles
+    holding one of these boxes' centres (following faces already found costs one tile, not all)."""
     found = []
-    h, w = rgb.shape[:2]
+    h, w = image.shape[:2]
+    centres = None if near is None else [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in near]
     for y in tile_origins(h, tile):
         for x in tile_origins(w, tile):
-            for d in detector.detect(np.ascontiguousarray(rgb[y:y + tile, x:x + tile])):
+            if centres is not None and not any(x <= cx < x + tile and y <= cy < y + tile for cx, cy in centres):
+                continue
+            part = image[y:y + tile, x:x + tile]
+            for d in detector.detect(np.ascontiguousarray(part[:, :, ::-1] if bgr else part)):
                 found.append(Detection(box=d.box + np.array([x, y, x, y]), score=d.score,
                                        keypoints=d.keypoints + np.array([x, y])))
     return merge_detections(found)
