@@ -40,7 +40,7 @@ def check(path: str | os.PathLike, *, model: ModelLike = None, face_cropped: boo
           options: FootageOptions | None = None, detector: FaceDetector | None = None, audio_stream: int = 0,
           channel: int | None = None, max_offset_ms: float | None = None, precision: str = "float32",
           reference_decode: bool = False, ffmpeg: str | None = None,
-          progress: bool | Callable[[int, int], None] = False) -> Analysis:
+          progress: bool | Callable[[int, int], None] = False, device: str = "cpu") -> Analysis:
     """Measure the audio/video offset of one media file -> Analysis (`audio_delay_ms`: positive when the sound
     is late; `offset_frames`: syncnet_python's sign; `confidence`, `verdict`, `sync_probability`, `drift`,
     and for raw footage the face `tracks` and `shots`). `Analysis.to_dict()` is the object `lipsync check
@@ -50,7 +50,7 @@ def check(path: str | os.PathLike, *, model: ModelLike = None, face_cropped: boo
     None: the default model. face_cropped: the frames are already a face crop (otherwise faces are found,
     tracked and the speaking ones combined). options: the raw-footage settings (footage.FootageOptions).
     max_offset_ms: the search range (default +-1 s; syncnet_v2: +-600 ms). reference_decode: decode as
-    syncnet_python does (face crops only). Raises a LipsyncError subclass (MediaNotFound, NoAudioStream,
+    syncnet_python does (face crops only). device: "cpu", "cuda" or "auto" (the network's device). Raises a LipsyncError subclass (MediaNotFound, NoAudioStream,
     TooShort, NoFace, ModelNotFound, ...)."""
     path = os.fspath(path)
     if reference_decode and not face_cropped:
@@ -58,7 +58,7 @@ def check(path: str | os.PathLike, *, model: ModelLike = None, face_cropped: boo
                           "--face-cropped", "reference_decode")
     if path != "-" and not os.path.exists(path):
         raise MediaNotFound(path, "no such file")
-    engine = make_engine(model, max_offset_ms=max_offset_ms, precision=precision)
+    engine = make_engine(model, max_offset_ms=max_offset_ms, precision=precision, device=device)
     analysis, _ = measure(path, engine, face_cropped, options, detector, audio_stream,
                           reference_decode=reference_decode, ffmpeg=ffmpeg, channel=channel, progress=progress)
     return analysis

@@ -72,14 +72,15 @@ def write_json_atomic(path: str, payload) -> None:
 
 
 def load_engine(model_name: str | None, vshift: int | None = None, batch_size: int | None = None,
-                threads: int | None = None, precision: str = "float32", max_offset_ms: float | None = None):
+                threads: int | None = None, precision: str = "float32", max_offset_ms: float | None = None,
+                device: str = "cpu"):
     """pipeline.make_engine; a bad option or model: one line, exit 2."""
     from .errors import LipsyncError
     from .pipeline import make_engine
 
     try:
         return make_engine(model_name, vshift=vshift, max_offset_ms=max_offset_ms, batch_size=batch_size,
-                           threads=threads, precision=precision)
+                           threads=threads, precision=precision, device=device)
     except LipsyncError as exc:
         _fail(str(exc))
 
@@ -150,6 +151,9 @@ def main(verbose, log_path):
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
               help="bfloat16 runs the lip tower ~1.4x faster on CPUs with native bf16 (AVX512-BF16/AMX); "
                    "confidences move by up to ~1%. float32 keeps parity with syncnet_python.")
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|auto",
+              help="Where the network runs: auto takes a CUDA GPU when torch sees one (decoding and face "
+                   "detection stay on the CPU).")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N",
               help="Analyse channel N (from 0) of that stream alone, e.g. the dialogue channel of a 5.1 mix or "
@@ -185,7 +189,7 @@ def main(verbose, log_path):
               help="Raw footage: during speech the likeliest face in view is the speaker; a second face counts "
                    "as speaking at the same moment only at this speaking probability or above.")
 def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_path, max_offset_ms, vshift, batch_size,
-          threads, precision, audio_stream, channel, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
+          threads, precision, device, audio_stream, channel, quiet, detector, detect_every, min_track, min_face, max_missed, crop_scale,
           shot_threshold, tiles, annotate, standard, plot_path, speaking_threshold):
     """Measure the audio/video offset of each FILE (or of every media file in a folder, recursively).
 
@@ -230,7 +234,7 @@ def check(files, face_cropped, model_name, json_path, reference_decode, ffmpeg_p
     from .pipeline import measure
     from .speakers import SpeakerOptions
 
-    engine = load_engine(model_name, vshift, batch_size, threads, precision, max_offset_ms)
+    engine = load_engine(model_name, vshift, batch_size, threads, precision, max_offset_ms, device)
     detector_name, detector, footage_options = detector, None, None
     if not face_cropped:
         footage_options = FootageOptions(

@@ -53,6 +53,7 @@ TILE_MODES = ("auto", "always", "off")
 TILES_MIN_PX = 960  # longer side: smaller frames lose nothing to the 320 px whole-frame pass
 PROBE_FRAMES = 50  # look for missed small faces every 2 s ...
 TILE_EVERY = 4  # ... and, while there are some, detect them on every 4th frame (tracking fills in)
+CLOSE_UP = 0.2  # a face this tall (of the frame height) makes a frame a close-up: no small-face search
 SMALL_FACE_HOLD = 100  # frames small-face detection stays on after tiles last found a missed face
 
 
@@ -174,6 +175,8 @@ class FootageScan:
         mode = self.options.tiles
         if mode == "off" or (mode == "auto" and max(frame.shape[:2]) < TILES_MIN_PX):
             return found
+        if mode == "auto" and any(f.box[3] - f.box[1] >= CLOSE_UP * frame.shape[0] for f in found):
+            return found  # a close-up: tiny faces behind it are background, not speakers (and tiles cost ~8 detections)
         active = index <= self._small_until
         due = (mode == "always" or (active and index % TILE_EVERY == 0) or index % PROBE_FRAMES == 0
                or (not found and index % (PROBE_FRAMES // 5) == 0))

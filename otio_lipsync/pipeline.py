@@ -38,18 +38,38 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> LoadedModel:
     return load(None if name_or_path is None else str(name_or_path))
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | None) -> str:
+    """"auto" (or None): CUDA when torch sees a GPU, else the CPU; "cuda" without one: OptionError."""
+    if device not in (None, *DEVICES) and not str(device).startswith("cuda:"):
+        raise OptionError(f"--device {device}: must be one of {', '.join(DEVICES)} (or cuda:N)", "--device")
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU here "
+                          "(use --device cpu, or install a CUDA build of torch on a GPU machine)", "--device")
+    return device
+
+
 def make_engine(model: ModelLike = None, *, vshift: int | None = None, max_offset_ms: float | None = None,
                 batch_size: int | None = None, threads: int | None = None,
-                precision: str = "float32") -> SyncEngine:
+                precision: str = "float32", device: str | None = "cpu") -> SyncEngine:
     """A SyncEngine for `model` (a name or path, a LoadedModel, or an engine, returned as it is when no other
     option is given). Options left None take the engine's defaults (the search range: +-1 s, or
     syncnet_python's +-15 frames for syncnet_v2, see sync.default_vshift). Limits are checked before the model
     loads (memory grows with the range and the batch): OptionError, e.g. `--vshift 300: must be 0 to 250
-    frames (+-10 s at 25 fps)`; a bad model: ModelNotFound / BadWeights."""
+    frames (+-10 s at 25 fps)`; a bad model: ModelNotFound / BadWeights. device: "cpu" (default), "cuda"
+    (OptionError without a GPU) or "auto" (CUDA when present): the networks run there, all else on the CPU."""
     from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine, search_vshift
 
+    device = resolve_device(device)
     if isinstance(model, SyncEngine):
-        if (vshift, max_offset_ms, batch_size, threads) == (None, None, None, None) and precision == model.precision:
+        if (vshift, max_offset_ms, batch_size, threads) == (None, None, None, None) and precision == model.precision \
+                and device == model.device.type:
             return model
         model = model.model
     try:
@@ -71,7 +91,7 @@ def make_engine(model: ModelLike = None, *, vshift: int | None = None, max_offse
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     sizes = {k: v for k, v in (("vshift", vshift), ("batch_size", batch_size)) if v is not None}
-    return SyncEngine(loaded, precision=precision, **sizes)
+    return SyncEngine(loaded, precision=precision, device=device, **sizes)
 
 
 def make_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:

@@ -340,8 +340,8 @@ class SyncStream:
             last_row = min(lip_end, aud_end - self.vshift, known_windows - self.vshift)
             aud_limit = known_windows
         if last_row > self._next_row:
-            rows = torch.arange(self._next_row, last_row)
-            k = torch.arange(-self.vshift, self.vshift + 1)
+            rows = torch.arange(self._next_row, last_row, device=lip.device)  # on the network's device
+            k = torch.arange(-self.vshift, self.vshift + 1, device=lip.device)
             idx = rows[:, None] + k[None, :]
             valid = (idx >= 0) & (idx < aud_limit)
             gathered = aud[(idx - aud_base).clamp(0, len(aud) - 1)] * valid[..., None]

@@ -1,6 +1,7 @@
 """Face detectors behind one small interface.
 
-A detector takes an RGB uint8 image (any size) and returns `Detection`s in that image's pixels.
+A detector takes an RGB uint8 image (any size; `bgr=True`: BGR, flipped after any downscaling, which is
+cheaper than flipping a full frame) and returns `Detection`s in that image's pixels.
 Backends register in `DETECTORS`; `make_detector(name, **options)` builds one. Adding a third
 backend means one class with `name` and `detect`, and one line in `DETECTORS`.
 
@@ -37,7 +38,8 @@ class Detection:
 class FaceDetector(Protocol):
     name: str
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, bgr: bool = False) -> list[Detection]:
+        """bgr: the image is BGR (turned to RGB by the detector, after any downscaling)."""
         ...
 
 
@@ -123,22 +125,24 @@ class BlazeFaceDetector:
         # ~0.4-0.6 without one and ~0.7-0.9 with it, since the model never saw faces cut by the edge
         self.margin = margin
 
-    def _letterbox(self, rgb: np.ndarray):
+    def _letterbox(self, rgb: np.ndarray, bgr: bool = False):
         """Fit the longer side (plus the margin) to 192 keeping the aspect ratio, pad the rest
-        (mediapipe's letterbox)."""
+        (mediapipe's letterbox). bgr: channels are flipped on the small image (resizing is per channel)."""
         from PIL import Image
 
         h, w = rgb.shape[:2]
         scale = BLAZEFACE_INPUT / (max(h, w) * (1 + 2 * self.margin))
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         small = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+        if bgr:
+            small = small[:, :, ::-1]
         canvas = np.zeros((BLAZEFACE_INPUT, BLAZEFACE_INPUT, 3), np.float32)
         ox, oy = (BLAZEFACE_INPUT - nw) // 2, (BLAZEFACE_INPUT - nh) // 2
         canvas[oy:oy + nh, ox:ox + nw] = small.astype(np.float32) / 127.5 - 1.0
         return canvas, scale, ox, oy
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        tensor, scale, ox, oy = self._letterbox(rgb)
+    def detect(self, rgb: np.ndarray, bgr: bool = False) -> list[Detection]:
+        tensor, scale, ox, oy = self._letterbox(rgb, bgr)
         self.interpreter.set_tensor(self.input_index, tensor[None])
         self.interpreter.invoke()
         raw = self.interpreter.get_tensor(self.box_index)[0]
@@ -197,9 +201,11 @@ class FaceAlignmentDetector:
         self._detector = SFDDetector(device="cpu", path_to_detector=str(path), filter_threshold=min_score)
         self.scale = scale  # the reference detects on a 0.25x frame (its --facedet_scale)
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, bgr: bool = False) -> list[Detection]:
         from PIL import Image
 
+        if bgr:
+            rgb = np.ascontiguousarray(rgb[:, :, ::-1])
         h, w = rgb.shape[:2]
         small = rgb
         if self.scale != 1.0:
@@ -232,7 +238,7 @@ def detect_tiles(detector: FaceDetector, image: np.ndarray, tile: int = TILE_PX,
                  near: list[np.ndarray] | None = None) -> list[Detection]:
     """Faces too small for a whole-frame pass: the detector on overlapping tiles of the full-resolution
     frame, boxes back in frame pixels, duplicates across tile overlaps merged (weighted NMS).
-    bgr: the image is BGR (each tile is turned to RGB alone, not the whole frame). near: only the tiles
+    bgr: the image is BGR (the detector turns each tile to RGB after downscaling it). near: only the tiles
     holding one of these boxes' centres (following faces already found costs one tile, not all)."""
     found = []
     h, w = image.shape[:2]
@@ -241,8 +247,7 @@ def detect_tiles(detector: FaceDetector, image: np.ndarray, tile: int = TILE_PX,
         for x in tile_origins(w, tile):
             if centres is not None and not any(x <= cx < x + tile and y <= cy < y + tile for cx, cy in centres):
                 continue
-            part = image[y:y + tile, x:x + tile]
-            for d in detector.detect(np.ascontiguousarray(part[:, :, ::-1] if bgr else part)):
+            for d in detector.detect(np.ascontiguousarray(image[y:y + tile, x:x + tile]), bgr=bgr):
                 found.append(Detection(box=d.box + np.array([x, y, x, y]), score=d.score,
                                        keypoints=d.keypoints + np.array([x, y])))
     return merge_detections(found)

@@ -1,0 +1,82 @@
+"""The speed work's behaviour (#23): decoding ahead in a thread, the device choice, small-face tiles skipped in
+close-ups. Speeds themselves are measured in benchmarks/, not asserted here."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from otio_lipsync import media
+from otio_lipsync.cli import main
+from otio_lipsync.errors import OptionError, UnreadableMedia
+from otio_lipsync.footage import FootageScan
+from otio_lipsync.pipeline import make_detector, make_engine, resolve_device
+
+from .conftest import clip, run_ffmpeg
+
+
+def _chunks(n, size, fail_at=None, closed=None):
+    try:
+        for i in range(n):
+            if i == fail_at:
+                raise UnreadableMedia("x.mp4", "decoding failed (test)")
+            yield "video", np.full(size, i, np.uint8)
+    finally:
+        if closed is not None:
+            closed.set()
+
+
+def test_prefetched_keeps_order_raises_in_the_consumer_and_stops_when_closed():
+    assert [int(c[1][0]) for c in media.prefetched(_chunks(50, 10), max_bytes=30)] == list(range(50))
+    with pytest.raises(UnreadableMedia, match="decoding failed"):
+        list(media.prefetched(_chunks(10, 10, fail_at=5)))
+    # a consumer that stops early (an error in the pipeline) stops and closes the decoder: no thread left behind
+    closed = threading.Event()
+    before = threading.active_count()
+    it = media.prefetched(_chunks(10_000, 1000, closed=closed), max_bytes=5000)
+    next(it)
+    it.close()
+    assert closed.is_set() and threading.active_count() == before
+
+
+def test_prefetched_holds_at_most_max_bytes_ahead():
+    produced = []
+
+    def counting():
+        for i in range(20):
+            produced.append(i)
+            yield "audio", np.zeros(100, np.uint8)
+
+    it = media.prefetched(counting(), max_bytes=300)
+    next(it)
+    threading.Event().wait(0.3)  # let the producer run as far as the bound allows
+    assert len(produced) <= 1 + 3 + 1  # the one taken, three waiting, one blocked on the bound
+    assert len(list(it)) == 19
+
+
+def test_device_auto_takes_the_cpu_here_and_a_missing_gpu_is_one_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the missing-GPU error cannot happen")
+    assert resolve_device("auto") == "cpu" and make_engine(None, device="auto").device.type == "cpu"
+    with pytest.raises(OptionError, match="--device cuda: torch .* sees no CUDA GPU"):
+        make_engine(None, device="cuda")
+    with pytest.raises(OptionError, match="must be one of auto, cpu, cuda"):
+        resolve_device("tpu")
+    result = CliRunner().invoke(main, ["check", "--device", "cuda", str(clip("synced_mead_m030_01.mp4"))])
+    assert result.exit_code == 2 and "sees no CUDA GPU" in result.output
+
+
+def test_a_1080p_close_up_is_not_searched_for_small_faces(ffmpeg_exe, tmp_path):
+    """Tiles look for faces too small for the whole-frame pass; behind a face filling a fifth of the frame or
+    more they only ever found background (a poster), at ~8 detections a frame."""
+    hd = tmp_path / "closeup_1080p.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_w2lgfpgan_presenter_01.mp4")), "-t", "2.2", "-vf",
+               "scale=1920:1080,fps=25", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy", str(hd))
+    s = FootageScan(str(hd), detector=make_detector())
+    for _ in s:
+        pass
+    assert [t.first for t in s.kept_tracks()] == [0] and s.tiled_frames == 0
