@@ -1,16 +1,20 @@
 #!/usr/bin/env python
-"""Raw-footage pipeline speed and memory on a 720p real clip and a 1080p25 version of it.
+"""Raw-footage pipeline speed and memory at 720p and 1080p25, side by side with decoding alone.
 
-For each: decoding alone, the faces stage alone (shots + BlazeFace + tracks + crops), the whole
-`lipsync check` pipeline at float32 and bfloat16 (x real time, model loaded), and the peak RSS of a
-`lipsync check` process. Results go to benchmarks/results/faces_cpu.{json,md}.
+For each clip (a real 720p single-speaker clip looped to ~22 s, and the same scaled to 1080p25): decoding alone
+with the ffmpeg CLI (`ffmpeg -i clip -f null -`, its default threads, as PyAV's) and with our decoder
+(BGR frames + detector previews), the faces stage alone (shots, BlazeFace, tracks, crops), the whole
+`lipsync check` pipeline with the model loaded (the default model, and the original SyncNet architecture with
+syncnet_v2-format weights), the offset against the careful path (detector on every frame), and the peak RSS
+and wall time of a whole `lipsync check` process. Results go to benchmarks/results/faces_cpu.{json,md}.
 
-    python benchmarks/bench_faces.py --model ../shared/reference/syncnet_v2_seed0.model
+    python benchmarks/bench_faces.py
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,61 +35,85 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def best_of(n, fn) -> float:
+    return min(timed(fn) for _ in range(n))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--original", type=Path, default=DEFAULT_MODEL,
+                    help="syncnet_v2-format weights for the original architecture's row")
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="a real single-speaker 720p clip")
+    ap.add_argument("--loops", type=int, default=3, help="play the clip this many times (longer runs, steadier)")
+    ap.add_argument("--repeats", type=int, default=2, help="best of N for each in-process timing")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
 
     from otio_lipsync import media
-    from otio_lipsync.footage import FootageScan, analyse_footage
-    from otio_lipsync.model import load_model
-    from otio_lipsync.sync import SyncEngine
+    from otio_lipsync.footage import FootageOptions, FootageScan
+    from otio_lipsync.pipeline import make_engine, measure, shared_detector
 
-    loaded = load_model(args.model)
-    engines = {"float32": SyncEngine(loaded), "bfloat16": SyncEngine(loaded, precision="bfloat16")}
-    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "clips": {}}
+    engines = {"default": make_engine(None), "original": make_engine(str(args.original))}
+    detector = shared_detector()
+    ffmpeg = media.find_ffmpeg()
+    load = os.getloadavg()[0]
+    results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "load_before": load, "clips": {}}
     with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
-        hd = Path(tmp) / "1080p25.mp4"
-        subprocess.run([media.find_ffmpeg(), "-nostdin", "-v", "error", "-y", "-i", str(args.clip), "-vf",
-                        "scale=1920:1080:flags=lanczos,fps=25", "-c:v", "libx264", "-crf", "18", "-preset", "fast",
-                        "-c:a", "copy", str(hd)], check=True)
-        for label, path in [("720p (source)", args.clip), ("1080p25 (upscaled)", hd)]:
-            info = media.probe(str(path))
+        looped, hd = Path(tmp) / "720p.mp4", Path(tmp) / "1080p25.mp4"
+        encode = ["-c:v", "libx264", "-crf", "18", "-preset", "fast", "-c:a", "aac"]
+        subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-stream_loop", str(args.loops - 1), "-i",
+                        str(args.clip), *encode, str(looped)], check=True)
+        subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-i", str(looped), "-vf",
+                        "scale=1920:1080:flags=lanczos,fps=25", *encode, str(hd)], check=True)
+        for label, path in [("720p (source, looped)", looped), ("1080p25 (upscaled)", hd)]:
+            path = str(path)
+            info = media.probe(path)
             duration = info.duration_s
             row = {"file": Path(path).name, "size": f"{info.width}x{info.height}", "fps": info.fps,
                    "duration_s": duration}
-            row["decode_x"] = duration / timed(lambda: [None for _ in media.decode(str(path))])
+            ffmpeg_s = best_of(args.repeats, lambda: subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-i", path,
+                                                                     "-f", "null", "-"], check=True))
+            row["ffmpeg_decode_x"] = duration / ffmpeg_s
+            row["decode_x"] = duration / best_of(args.repeats, lambda: [None for _ in media.decode(path, preview=320)])
 
             def scan():
-                for _ in FootageScan(str(path)):
+                for _ in FootageScan(path, detector=detector):
                     pass
 
-            row["faces_stage_x"] = duration / timed(scan)
-            for precision, engine in engines.items():
-                analyse_footage(str(path), engine)  # warm-up
-                row[f"whole_{precision}_x"] = duration / timed(lambda: analyse_footage(str(path), engine))
-            mib, wall, code = peak_rss_of([sys.executable, "-m", "otio_lipsync", "check", "--model", str(args.model),
-                                           "--json", "/dev/null", "-q", str(path)])
+            row["faces_stage_x"] = duration / best_of(args.repeats, scan)
+            for name, engine in engines.items():
+                measure(path, engine, detector=detector)  # warm-up
+                whole = best_of(args.repeats, lambda: measure(path, engine, detector=detector))
+                row[f"whole_{name}_x"] = duration / whole
+                row[f"whole_{name}_vs_ffmpeg_decode"] = whole / ffmpeg_s
+            fast, _ = measure(path, engines["default"], detector=detector)
+            careful, _ = measure(path, engines["default"], detector=detector,
+                                 footage_options=FootageOptions(detect_every=1))
+            row["offset"], row["offset_careful"] = fast.offset_frames, careful.offset_frames
+            mib, wall, code = peak_rss_of([sys.executable, "-m", "otio_lipsync", "check", "--json", "/dev/null",
+                                           "-q", path])
             assert code == 0
-            row["peak_rss_mib"] = mib
-            row["cli_wall_s"] = wall
+            row["peak_rss_mib"], row["cli_wall_s"] = mib, wall
             results["clips"][label] = row
             print(label, row, flush=True)
+    results["load_after"] = os.getloadavg()[0]
     write_results(args.out, "faces_cpu", results, markdown(results))
 
 
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"# Raw-footage pipeline on CPU ({r['date']})", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}. Detection every 2nd frame (default), "
-             "one face. x = times faster than real time; whole pipeline with the model already loaded.", "",
-             "| clip | decode | faces stage | whole, float32 | whole, bfloat16 | peak RSS (CLI) |",
-             "|---|---|---|---|---|---|"]
+             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; load average {r['load_before']:.1f} "
+             f"before, {r['load_after']:.1f} after. x = times faster than real time, best of runs; whole pipeline "
+             "with the model loaded; `python benchmarks/bench_faces.py`.", "",
+             "| clip | ffmpeg -f null | our decode | faces stage | whole, default model | whole / ffmpeg decode "
+             "| whole, original SyncNet | offset (careful path) | `lipsync check` wall, peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for label, c in r["clips"].items():
-        lines.append(f"| {label}, {c['size']} | {c['decode_x']:.1f}x | {c['faces_stage_x']:.1f}x | "
-                     f"{c['whole_float32_x']:.2f}x | {c['whole_bfloat16_x']:.2f}x | {c['peak_rss_mib']:.0f} MiB |")
+        lines.append(f"| {label}, {c['size']}, {c['duration_s']:.1f} s | {c['ffmpeg_decode_x']:.1f}x | "
+                     f"{c['decode_x']:.1f}x | {c['faces_stage_x']:.1f}x | **{c['whole_default_x']:.2f}x** | "
+                     f"{c['whole_default_vs_ffmpeg_decode']:.1f} | {c['whole_original_x']:.2f}x | "
+                     f"{c['offset']} ({c['offset_careful']}) | {c['cli_wall_s']:.1f} s, {c['peak_rss_mib']:.0f} MiB |")
     return "\n".join(lines) + "\n"
 
 

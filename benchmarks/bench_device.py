@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""The SyncNet stage on a device: windows per second and x real time for each model and batch size, ready
+for a GPU machine and runnable on the CPU (where it checks the code path). Same decoded input for every row;
+the offset must not depend on the device, the batch or the precision. Results go to
+benchmarks/results/device_<device>.{json,md}.
+
+    python benchmarks/bench_device.py --device auto              # CUDA when torch sees a GPU
+    python benchmarks/bench_device.py --device cuda --batch-sizes 16 64 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_sync import DEFAULT_CLIP, DEFAULT_MODEL, machine, write_results  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="a 224x224 face-crop clip")
+    ap.add_argument("--models", nargs="+", default=["house", str(DEFAULT_MODEL)],
+                    help="names or files (default: the house model and syncnet_v2-format stand-in weights)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 64])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = ap.parse_args()
+
+    from otio_lipsync import media
+    from otio_lipsync.pipeline import load_model, make_engine, resolve_device
+
+    device = resolve_device(args.device)
+    frames, audio = media.read_all(str(args.clip))
+    duration = len(frames) / 25.0
+    results = {"machine": machine(), "device": device, "date": time.strftime("%Y-%m-%d"), "clip": args.clip.name,
+               "seconds": duration, "rows": []}
+    if device.startswith("cuda"):
+        results["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    for name in args.models:
+        loaded = load_model(name)
+        offsets = set()
+        for batch in args.batch_sizes:
+            for precision in (["float32", "bfloat16"] if loaded.architecture == "syncnet" else ["float32"]):
+                engine = make_engine(loaded, batch_size=batch, precision=precision, device=device)
+
+                def run():
+                    result = engine.analyse([("video", frames), ("audio", audio)])
+                    if device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    return result
+
+                result = run()  # warm-up: kernels are chosen on first use
+                best = min(_timed(run) for _ in range(args.repeats))
+                offsets.add(result.offset_frames)
+                row = {"model": loaded.describe()["name"], "batch": batch, "precision": precision,
+                       "windows": result.num_windows, "windows_per_s": result.num_windows / best,
+                       "x_realtime": duration / best, "offset": result.offset_frames}
+                results["rows"].append(row)
+                print(row, flush=True)
+        assert len(offsets) == 1, f"{name}: the offset depends on the batch or precision: {offsets}"
+    write_results(args.out, f"device_{device.replace(':', '')}", results, markdown(results))
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    where = r.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
+    lines = [f"# SyncNet stage on {r['device']} ({r['date']})", "",
+             f"{where}; torch {m['torch']}. `{r['clip']}` ({r['seconds']:.1f} s), decoded once, model loaded; "
+             "best of runs. `python benchmarks/bench_device.py`", "",
+             "| model | batch | precision | windows/s | x real time | offset |", "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['model']} | {row['batch']} | {row['precision']} | {row['windows_per_s']:.0f} | "
+                     f"{row['x_realtime']:.1f}x | {row['offset']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
