@@ -48,7 +48,9 @@ def main():
         loaded = load_model(name)
         offsets = set()
         for batch in args.batch_sizes:
-            for precision in (["float32", "bfloat16"] if loaded.architecture == "syncnet" else ["float32"]):
+            # bfloat16 on GPUs only: CPUs without AVX512-BF16/AMX emulate it ~20x slower (README, Speed)
+            bf16 = loaded.architecture == "syncnet" and device.startswith("cuda")
+            for precision in (["float32", "bfloat16"] if bf16 else ["float32"]):
                 engine = make_engine(loaded, batch_size=batch, precision=precision, device=device)
 
                 def run():
