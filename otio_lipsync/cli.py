@@ -490,6 +490,8 @@ def _score_metric_names():
 @click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15).")  # metrics.SCORE_VSHIFT
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|auto",
+              help="Where the network runs (auto: a CUDA GPU when torch sees one).")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N", help="Analyse channel N of that stream alone.")
 @click.option("--detector", default="blazeface", show_default=True, type=click.Choice(_detector_names()),
@@ -503,7 +505,7 @@ def _score_metric_names():
 @click.option("--min-probability", default=0.9, show_default=True, help="--filter: least probability at offset.")
 @click.option("--max-offscreen", default=0.2, show_default=True, help="--filter: largest offscreen ratio.")
 def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg_path, json_path, csv_path, vshift,
-          batch_size, threads, audio_stream, channel, detector, detect_every, min_track, min_face, filter_path,
+          batch_size, threads, device, audio_stream, channel, detector, detect_every, min_track, min_face, filter_path,
           min_probability, max_offscreen):
     """Score lip-sync quality of FILES (files or folders, searched recursively for videos).
 
@@ -545,7 +547,7 @@ def score(files, metric_name, face_cropped, model_name, reference_decode, ffmpeg
     if not (model_name or metric.default_model):
         _fail(f"--metric {metric.name} needs --model: a model exported from `lipsync-train fit --objective "
               f"icsyncnet` (the packaged house model gives distances only)")
-    engine = load_engine(model_name or metric.default_model, vshift, batch_size, threads)
+    engine = load_engine(model_name or metric.default_model, vshift, batch_size, threads, device=device)
     from .metrics import check_model
 
     try:
