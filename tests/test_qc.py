@@ -1,8 +1,8 @@
 """Drift, QC verdicts with their exit codes, plots, and `lipsync check -` reading a pipe.
 
 The drifting and constant-shift files are made from a golden clip (which the stand-in weights know):
-four copies concatenated, the audio slowed by 0.5% with atempo (a real drift of 300 ms/min), or delayed
-by 120 ms with adelay (a constant shift).
+copies concatenated, the audio slowed by 0.5% with atempo (a real drift of 300 ms/min; four copies), or
+delayed by 120 ms with adelay (a constant shift; two copies).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from otio_lipsync.ffmpeg_filter.qc import STANDARDS, verdict
 from .conftest import reference_input, run_ffmpeg
 
 
-def _looped(ffmpeg_exe, tmp_path, name, audio_filter):
+def _looped(ffmpeg_exe, tmp_path, name, audio_filter, copies):
     src = reference_input("hdtf_kh_sync")
     listing = tmp_path / f"{name}.txt"
-    listing.write_text("".join(f"file '{src}'\n" for _ in range(4)))
+    listing.write_text("".join(f"file '{src}'\n" for _ in range(copies)))
     out = tmp_path / f"{name}.mp4"
     run_ffmpeg(ffmpeg_exe, "-f", "concat", "-safe", "0", "-i", str(listing), "-c:v", "copy", "-af", audio_filter,
                "-c:a", "aac", "-shortest", str(out))
@@ -33,8 +33,9 @@ def _looped(ffmpeg_exe, tmp_path, name, audio_filter):
 @pytest.fixture(scope="module")
 def drift_files(tmp_path_factory, ffmpeg_exe):
     tmp = tmp_path_factory.mktemp("drift")
-    return {"drifting": _looped(ffmpeg_exe, tmp, "drifting", "atempo=0.995"),
-            "constant": _looped(ffmpeg_exe, tmp, "constant", "adelay=120:all=1")}
+    # drifting: 32 s, five 10 s spans, for a rate within 20%; constant: 16 s, three spans, two are enough
+    return {"drifting": _looped(ffmpeg_exe, tmp, "drifting", "atempo=0.995", 4),
+            "constant": _looped(ffmpeg_exe, tmp, "constant", "adelay=120:all=1", 2)}
 
 
 def test_drift_is_measured_and_called(stand_in_path, drift_files, tmp_path):
