@@ -31,6 +31,15 @@ def runner_model(stand_in_path):
     return str(stand_in_path)
 
 
+@pytest.fixture(scope="module")
+def vr5_short(tmp_path_factory, ffmpeg_exe):
+    """The first 2.4 s of vr5_adv5 (55 windows; the stand-in still finds +5, audio 200 ms early): for the
+    tests about reports, mixed inputs and models, which need a known offset, not the whole clip."""
+    path = tmp_path_factory.mktemp("vr5") / "vr5_adv5_2.4s.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr5_adv5")), "-t", "2.4", "-c", "copy", str(path))
+    return path
+
+
 def test_done_when_command_prints_the_contract(stand_in_path, golden):
     """`lipsync check --face-cropped --model <stand-in> --json - inputs/*.mp4`, as a user runs it."""
     # the two clips whose lines the contract prints (late, early); all six golden clips' offsets and
@@ -59,9 +68,10 @@ def test_done_when_command_prints_the_contract(stand_in_path, golden):
 
 def test_adelay_120ms_moves_audio_delay_by_plus_120(runner_model, ffmpeg_exe, tmp_path):
     """The sign, proven on a real edit: delaying the audio makes it later by exactly that much."""
-    src = reference_input("vr2_sync")
+    src = tmp_path / "vr2_3s.mp4"  # 3 s measure the sign as well as 5
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr2_sync")), "-t", "3", "-c", "copy", str(src))
     delayed = tmp_path / "vr2_delayed_120ms.mp4"
-    run_ffmpeg(ffmpeg_exe, "-i", str(src), "-c:v", "copy", "-af", "adelay=120:all=1,atrim=end=5",
+    run_ffmpeg(ffmpeg_exe, "-i", str(src), "-c:v", "copy", "-af", "adelay=120:all=1,atrim=end=3",
                "-c:a", "aac", str(delayed))
     report = tmp_path / "r.json"
     result = check("--face-cropped", "--model", runner_model, "--json", report, src, delayed)
@@ -116,8 +126,8 @@ def test_bad_input_gets_one_line_naming_file_and_problem(runner_model, bad_input
     assert "Traceback" not in result.output
 
 
-def test_good_files_are_still_measured_beside_bad_ones(runner_model, bad_inputs, tmp_path):
-    good = reference_input("vr5_adv5")
+def test_good_files_are_still_measured_beside_bad_ones(runner_model, bad_inputs, vr5_short, tmp_path):
+    good = vr5_short
     report = tmp_path / "mixed.json"
     result = check("--face-cropped", "--model", runner_model, "--json", report,
                    bad_inputs["corrupt"], good, bad_inputs["no_audio"], bad_inputs["missing"])
@@ -129,10 +139,10 @@ def test_good_files_are_still_measured_beside_bad_ones(runner_model, bad_inputs,
     assert f"{good}: audio 200 ms early" in result.stdout
 
 
-def test_json_report_is_never_half_written(runner_model, tmp_path):
+def test_json_report_is_never_half_written(runner_model, vr5_short, tmp_path):
     report = tmp_path / "r.json"
     report.write_text("previous report")
-    result = check("--face-cropped", "--model", runner_model, "--json", report, reference_input("vr5_adv5"))
+    result = check("--face-cropped", "--model", runner_model, "--json", report, vr5_short)
     assert result.exit_code == 0
     assert json.loads(report.read_text())[0]["offset_frames"] == 5
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
@@ -141,9 +151,9 @@ def test_json_report_is_never_half_written(runner_model, tmp_path):
     assert report.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not a private temp file
 
 
-def test_non_224_face_crops_are_resized(runner_model, ffmpeg_exe, tmp_path):
+def test_non_224_face_crops_are_resized(runner_model, ffmpeg_exe, vr5_short, tmp_path):
     big = tmp_path / "vr5_448.mp4"
-    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr5_adv5")), "-vf", "scale=448:448:flags=lanczos",
+    run_ffmpeg(ffmpeg_exe, "-i", str(vr5_short), "-vf", "scale=448:448:flags=lanczos",
                "-c:v", "libx264", "-crf", "16", "-c:a", "copy", str(big))
     result = check("--face-cropped", "--model", runner_model, "--json", "-", big)
     assert result.exit_code == 0
@@ -190,7 +200,7 @@ def test_models_lists_known_and_installed(empty_model_cache, stand_in_path):
     assert by_name["house_test"]["installed"] and not by_name["syncnet_v2"]["installed"]
 
 
-def test_download_from_a_local_server_then_check_by_name(empty_model_cache, stand_in_path):
+def test_download_from_a_local_server_then_check_by_name(empty_model_cache, stand_in_path, vr5_short):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REFERENCE))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -205,7 +215,7 @@ def test_download_from_a_local_server_then_check_by_name(empty_model_cache, stan
         assert sorted(p.name for p in empty_model_cache.iterdir()) == ["syncnet_v2.model"]
     finally:
         server.shutdown()
-    result = check("--face-cropped", "--model", "syncnet_v2", "--json", "-", reference_input("vr5_adv5"))
+    result = check("--face-cropped", "--model", "syncnet_v2", "--json", "-", vr5_short)
     assert result.exit_code == 0 and json.loads(result.stdout)[0]["model"]["name"] == "syncnet_v2"
 
 
