@@ -153,11 +153,23 @@ def test_crop_geometry_is_the_reference_one():
     assert (corner[:20, :20] == PAD_VALUE).all() and corner.shape == (224, 224, 3)
 
 
-def test_raw_footage_check_reports_shots_and_tracks(stand_in_path, tmp_path):
-    report = tmp_path / "r.json"
+@pytest.fixture(scope="module")
+def katie_hill_checked(stand_in_path, tmp_path_factory):
+    """One raw-footage `check --json --annotate` of katie_hill (8 s, one face): the report and the review
+    video each test asserts on come from the same run, as a user gets both."""
+    src = clip("synced_hdtf_katie_hill_01.mp4")
+    before = src.stat().st_mtime_ns
+    folder = tmp_path_factory.mktemp("katie_hill")
+    report, review = folder / "r.json", folder / "review.mp4"
     result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--json", str(report),
-                                       str(clip("synced_hdtf_katie_hill_01.mp4"))])
+                                       "--annotate", str(review), str(src)])
     assert result.exit_code == 0, result.output
+    assert src.stat().st_mtime_ns == before
+    return src, folder, report, review, result
+
+
+def test_raw_footage_check_reports_shots_and_tracks(katie_hill_checked):
+    _, _, report, _, result = katie_hill_checked
     (r,) = json.loads(report.read_text())
     assert r["shots"] == [{"start_s": 0.0, "end_s": 8.0}]
     (track,) = r["tracks"]
@@ -180,22 +192,17 @@ def test_no_face_is_said_plainly(stand_in_path, ffmpeg_exe, tmp_path):
     assert f"{blank}: no face found" in result.stderr
 
 
-def test_review_video_has_every_frame_and_the_audio(stand_in_path, tmp_path):
+def test_review_video_has_every_frame_and_the_audio(katie_hill_checked):
     from otio_lipsync import media
 
-    src = clip("synced_hdtf_katie_hill_01.mp4")
-    before = src.stat().st_mtime_ns
-    review = tmp_path / "review.mp4"
-    result = CliRunner().invoke(main, ["check", "--model", str(stand_in_path), "--annotate", str(review), str(src)])
-    assert result.exit_code == 0, result.output
+    src, folder, _, review, _ = katie_hill_checked
     info = media.probe(str(review))
     assert info.has_audio and (info.width, info.height) == (512, 512) and info.fps == 25
     frames, audio = media.read_all(str(review))
     assert len(frames) == 200 and abs(len(audio) - 8 * 16000) < 1600
     source_frames, _ = media.read_all(str(src))
     assert frames[100, 5:15, 300:500].mean() < 40 < source_frames[100, 5:15, 300:500].mean()  # the banner
-    assert src.stat().st_mtime_ns == before
-    assert [p.name for p in tmp_path.iterdir()] == ["review.mp4"]  # no temp files left
+    assert sorted(p.name for p in folder.iterdir()) == ["r.json", "review.mp4"]  # no temp files left
 
 
 def test_review_video_never_overwrites_its_input(stand_in_path, ffmpeg_exe, tmp_path):

@@ -24,9 +24,10 @@ def fix(*args):
 
 @pytest.fixture(scope="module")
 def late_120(tmp_path_factory, ffmpeg_exe):
+    """3 s of vr2_sync, audio 120 ms late: every auto fix measures it twice (the delay, then the residual)."""
     path = tmp_path_factory.mktemp("fix") / "vr2_late_120ms.mp4"
-    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr2_sync")), "-c:v", "copy",
-               "-af", "adelay=120:all=1,atrim=end=5", "-c:a", "aac", str(path))
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("vr2_sync")), "-t", "3", "-c:v", "copy",
+               "-af", "adelay=120:all=1,atrim=end=3", "-c:a", "aac", str(path))
     return path
 
 
@@ -140,8 +141,9 @@ def test_channel_measures_the_dialogue_channel_and_shifts_the_whole_stream(stand
     """Left: the clip's dialogue, 120 ms late; right: a 440 Hz tone that hides it in the mono mix.
     --channel 0 measures the dialogue alone; the fix shifts both channels; the residual is on channel 0."""
     src = tmp_path / "dialogue_left_tone_right.mp4"
-    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_aoc_delay3")), "-f", "lavfi", "-i",
-               "sine=frequency=440:sample_rate=16000:duration=8", "-filter_complex",
+    # 4 s: 95 windows, enough for the stand-in's offset; fix measures it twice (auto, then the residual)
+    run_ffmpeg(ffmpeg_exe, "-t", "4", "-i", str(reference_input("hdtf_aoc_delay3")), "-f", "lavfi", "-i",
+               "sine=frequency=440:sample_rate=16000:duration=4", "-filter_complex",
                "[0:a]aresample=16000[d];[1:a]volume=4[t];[d][t]join=inputs=2:channel_layout=stereo[a]",
                "-map", "0:v", "-map", "[a]", "-c:v", "copy", "-c:a", "aac", str(src))
     out = tmp_path / "fixed.mp4"

@@ -122,7 +122,8 @@ def test_one_channel_of_a_7_1_aac_stream_is_measured_and_fixed(stand_in_path, ff
     """PyAV crashed (SIGSEGV, exit 139) reading one channel of 7.1 AAC. Dialogue (120 ms late) on the
     centre channel, silence elsewhere; run as a user does, in a process of its own, so a crash shows."""
     src = tmp_path / "dialogue_centre_7.1.mp4"
-    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_aoc_delay3")), "-t", "4", "-c:v", "copy", "-af",
+    # 2.4 s: 55 windows, the stand-in still finds -3; the test is about decoding the channel, three times
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_aoc_delay3")), "-t", "2.4", "-c:v", "copy", "-af",
                "pan=7.1|c0=0*c0|c1=0*c0|c2=c0|c3=0*c0|c4=0*c0|c5=0*c0|c6=0*c0|c7=0*c0", "-c:a", "aac", str(src))
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "otio_lipsync"]

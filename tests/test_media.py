@@ -78,10 +78,18 @@ def test_probe_reports_stream_start_times():
     assert vfr.variable_frame_rate and vfr.video_start_s == pytest.approx(0.033, abs=0.001)
 
 
-def test_video_starting_after_audio_is_measured_as_it_plays(engine, ffmpeg_exe, tmp_path):
+@pytest.fixture(scope="module")
+def kh_4s(ffmpeg_exe, tmp_path_factory):
+    """The first 4 s of hdtf_kh_sync (in sync, 95 windows): the start-time tests need an offset, not length."""
+    path = tmp_path_factory.mktemp("media") / "hdtf_kh_sync_4s.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_kh_sync")), "-t", "4", "-c", "copy", str(path))
+    return path
+
+
+def test_video_starting_after_audio_is_measured_as_it_plays(engine, ffmpeg_exe, tmp_path, kh_4s):
     """Video timestamps start 0.84 s after the audio, whose first 0.84 s is silence: a player shows
     them in sync. Ignoring start times would make the audio look 840 ms late."""
-    src = reference_input("hdtf_kh_sync")
+    src = kh_4s
     late = tmp_path / "video_late.mp4"
     run_ffmpeg(ffmpeg_exe, "-i", str(src), "-itsoffset", "0.84", "-i", str(src), "-map", "1:v", "-map", "0:a",
                "-c:v", "copy", "-af", "adelay=840:all=1", "-c:a", "aac", str(late))
@@ -93,8 +101,8 @@ def test_video_starting_after_audio_is_measured_as_it_plays(engine, ffmpeg_exe, 
     assert analysis.confidence > 10
 
 
-def test_audio_starting_after_video_is_measured_as_it_plays(engine, ffmpeg_exe, tmp_path):
-    src = reference_input("hdtf_kh_sync")
+def test_audio_starting_after_video_is_measured_as_it_plays(engine, ffmpeg_exe, tmp_path, kh_4s):
+    src = kh_4s
     late = tmp_path / "audio_late.mp4"
     # atrim keeps the timestamps: the first kept sample is stamped 0.2 s, where it belongs
     run_ffmpeg(ffmpeg_exe, "-i", str(src), "-c:v", "copy", "-af", "atrim=start=0.2", "-c:a", "aac", str(late))

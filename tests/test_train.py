@@ -19,7 +19,7 @@ from otio_lipsync.train.pairs import FeatureTrack, PairSampler
 
 from otio_lipsync.cli import main as lipsync
 
-from .conftest import CLIPS, clip
+from .conftest import CLIPS, clip, run_ffmpeg
 
 TINY_CLIPS = ["synced_lrs2_demo00001_01.mp4", "synced_voxceleb2_id00067_01.mp4", "synced_lrs2_demo00004_01.mp4"]
 
@@ -256,20 +256,33 @@ def test_prepare_fit_eval_export_then_check_with_the_exported_model(tiny_dataset
     assert result["model"]["architecture"] == "compact" and result["num_windows"] > 100
 
 
+FACES_SECONDS = 3  # of each clip: the original network's lip tower (224 px) is what the faces tests pay for
+
+
 @pytest.fixture(scope="module")
-def tiny_faces_dataset(tmp_path_factory):
-    names = ["synced_lrs2_demo00001_01.mp4", "synced_lrs2_demo00004_01.mp4"]
-    out = tmp_path_factory.mktemp("faces") / "tiny"
-    result = CliRunner().invoke(train_cli, ["prepare", "--faces", *[str(clip(n)) for n in names], "-o", str(out)])
+def tiny_faces_dataset(tmp_path_factory, ffmpeg_exe):
+    """The first 3 s of two LRS2 clips, each in a folder named after its person (prepare's label for a file
+    outside the catalog), prepared with --faces."""
+    root = tmp_path_factory.mktemp("faces")
+    sources = []
+    for person in ("lrs2_demo00001", "lrs2_demo00004"):
+        (root / person).mkdir()
+        sources.append(root / person / f"synced_{person}_01.mp4")
+        run_ffmpeg(ffmpeg_exe, "-i", str(clip(f"synced_{person}_01.mp4")), "-t", str(FACES_SECONDS), "-c", "copy",
+                   str(sources[-1]))
+    out = root / "tiny"
+    result = CliRunner().invoke(train_cli, ["prepare", "--faces", *map(str, sources), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    return out
+    return out, sources
 
 
 def test_original_architecture_trains_exports_and_checks(tiny_faces_dataset, tmp_path):
     """--arch syncnet: the same pipeline trains the original network on the face crops; the exported file
     is a syncnet-architecture model (syncnet_v2's state-dict layout) whose distances are the checkpoint's
     times the calibrated scale, and `lipsync check --model` runs it."""
+    tiny_faces_dataset, sources = tiny_faces_dataset
     index = json.loads((tiny_faces_dataset / "index.json").read_text())
+    assert {t["person"] for s in index["shards"] for t in s["tracks"]} == {"lrs2_demo00001", "lrs2_demo00004"}
     assert index["faces"] is True
     with np.load(tiny_faces_dataset / index["shards"][0]["file"]) as z:
         assert len(z["face_offsets"]) == len(z["mouths"]) + 1
@@ -299,7 +312,7 @@ def test_original_architecture_trains_exports_and_checks(tiny_faces_dataset, tmp
     np.testing.assert_allclose(track_dists(loaded.net, track, 20), scale * track_dists(trained, track, 20),
                                rtol=1e-4, equal_nan=True)
     check = CliRunner().invoke(lipsync, ["check", "--face-cropped", "--model", str(model), "--json", "-",
-                                         str(clip("synced_lrs2_demo00001_01.mp4"))])
+                                         str(sources[0])])
     assert check.exit_code == 0, check.output
     assert json.loads(check.stdout)[0]["model"]["architecture"] == "syncnet"
 

@@ -36,6 +36,17 @@ def lipsync(*args, check=False):
     return proc
 
 
+def lipsync_here(*args):
+    """The same command through the Click entry point in this process (no torch import, no model load from
+    a cold start): for the no_sync logic; `checked` and batch still run the command as a user does."""
+    from click.testing import CliRunner
+
+    from otio_lipsync.cli import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 # --- evidence and calibration on constructed embeddings --------------------------------------------------
 
 def synthetic_clip(rng, person, n=150, dim=16, noise=0.6):
@@ -147,7 +158,7 @@ def strict_model(default_model, tmp_path_factory):
 
 
 def test_the_human_line_says_no_sync_plainly(strict_model):
-    proc = lipsync("check", "--model", str(strict_model), str(clip(SHORT)))
+    proc = lipsync_here("check", "--model", str(strict_model), str(clip(SHORT)))
     assert proc.returncode == 0, proc.stderr
     assert "no sync found: the audio does not match the faces (p=0." in proc.stdout
     assert "not to be acted on" in proc.stdout
@@ -161,14 +172,14 @@ def test_nothing_acts_on_no_sync(strict_model, tmp_path):
     model = str(strict_model)
     # fix --delay-ms auto refuses in one line and writes nothing
     out = tmp_path / "fixed.mp4"
-    proc = lipsync("fix", str(src), "-o", str(out), "--model", model)
+    proc = lipsync_here("fix", str(src), "-o", str(out), "--model", model)
     assert proc.returncode == 2 and not out.exists()
     assert "not corrected: no sync found" in proc.stderr.strip().splitlines()[-1]
     # ... while a given delay is still the user's call
-    proc = lipsync("fix", str(src), "-o", str(out), "--model", model, "--delay-ms", "40", "--no-verify")
+    proc = lipsync_here("fix", str(src), "-o", str(out), "--model", model, "--delay-ms", "40", "--no-verify")
     assert proc.returncode == 0 and out.exists(), proc.stderr
     # --standard: its own failure class, exit 1
-    proc = lipsync("check", "-q", "--json", "-", "--standard", "ebu-r37", "--model", model, str(src))
+    proc = lipsync_here("check", "-q", "--json", "-", "--standard", "ebu-r37", "--model", model, str(src))
     entry = json.loads(proc.stdout)[0]
     assert proc.returncode == 1 and entry["qc"]["failure"] == "no_sync" and not entry["qc"]["pass"]
     assert entry["qc"]["reasons"] == ["no sync found: the audio does not match the faces"]
