@@ -50,8 +50,8 @@ def check(path: str | os.PathLike, *, model: ModelLike = None, face_cropped: boo
     None: the default model. face_cropped: the frames are already a face crop (otherwise faces are found,
     tracked and the speaking ones combined). options: the raw-footage settings (footage.FootageOptions).
     max_offset_ms: the search range (default +-1 s; syncnet_v2: +-600 ms). reference_decode: decode as
-    syncnet_python does (face crops only). device: "cpu", "cuda" or "auto" (the network's device). Raises a LipsyncError subclass (MediaNotFound, NoAudioStream,
-    TooShort, NoFace, ModelNotFound, ...)."""
+    syncnet_python does (face crops only). device: "cpu", "cuda" or "auto" (where the network runs).
+    Raises a LipsyncError subclass (MediaNotFound, NoAudioStream, TooShort, NoFace, ModelNotFound, ...)."""
     path = os.fspath(path)
     if reference_decode and not face_cropped:
         raise OptionError("--reference-decode reproduces syncnet_python's face-crop input path: use it with "
