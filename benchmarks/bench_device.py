@@ -20,7 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import DEFAULT_CLIP, DEFAULT_MODEL, machine, write_results  # noqa: E402
+from bench_sync import DEFAULT_CLIP, DEFAULT_MODEL, best_time, machine, write_results  # noqa: E402
 
 
 def main():
@@ -60,7 +60,7 @@ def main():
                     return result
 
                 result = run()  # warm-up: kernels are chosen on first use
-                best = min(_timed(run) for _ in range(args.repeats))
+                best = best_time(args.repeats, run)
                 offsets.add(result.offset_frames)
                 row = {"model": loaded.describe()["name"], "batch": batch, "precision": precision,
                        "windows": result.num_windows, "windows_per_s": result.num_windows / best,
@@ -69,12 +69,6 @@ def main():
                 print(row, flush=True)
         assert len(offsets) == 1, f"{name}: the offset depends on the batch or precision: {offsets}"
     write_results(args.out, f"device_{device.replace(':', '')}", results, markdown(results))
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def markdown(r: dict) -> str:

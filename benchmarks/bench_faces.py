@@ -24,19 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import DEFAULT_MODEL, machine, peak_rss_of, write_results  # noqa: E402
+from bench_sync import DEFAULT_MODEL, best_time, machine, peak_rss_of, write_results  # noqa: E402
 
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "clips" / "synced_w2lgfpgan_presenter_01.mp4"
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def best_of(n, fn) -> float:
-    return min(timed(fn) for _ in range(n))
 
 
 def main():
@@ -71,19 +61,20 @@ def main():
             duration = info.duration_s
             row = {"file": Path(path).name, "size": f"{info.width}x{info.height}", "fps": info.fps,
                    "duration_s": duration}
-            ffmpeg_s = best_of(args.repeats, lambda: subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-i", path,
+            ffmpeg_s = best_time(args.repeats, lambda: subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-i", path,
                                                                      "-f", "null", "-"], check=True))
             row["ffmpeg_decode_x"] = duration / ffmpeg_s
-            row["decode_x"] = duration / best_of(args.repeats, lambda: [None for _ in media.decode(path, preview=320)])
+            decode = lambda: [None for _ in media.decode(path, preview=320)]  # noqa: E731
+            row["decode_x"] = duration / best_time(args.repeats, decode)
 
             def scan():
                 for _ in FootageScan(path, detector=detector):
                     pass
 
-            row["faces_stage_x"] = duration / best_of(args.repeats, scan)
+            row["faces_stage_x"] = duration / best_time(args.repeats, scan)
             for name, engine in engines.items():
                 measure(path, engine, detector=detector)  # warm-up
-                whole = best_of(args.repeats, lambda: measure(path, engine, detector=detector))
+                whole = best_time(args.repeats, lambda: measure(path, engine, detector=detector))
                 row[f"whole_{name}_x"] = duration / whole
                 row[f"whole_{name}_vs_ffmpeg_decode"] = whole / ffmpeg_s
             fast, _ = measure(path, engines["default"], detector=detector)

@@ -102,6 +102,18 @@ def best_of(n, fn):
     return min(runs, key=lambda r: r["seconds"]), [r["seconds"] for r in runs]
 
 
+def timed(fn) -> float:
+    """Wall seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def best_time(n: int, fn) -> float:
+    """The fastest of n calls, in wall seconds (the run least disturbed by anything else)."""
+    return min(timed(fn) for _ in range(n))
+
+
 def peak_rss_of(cmd: list[str]) -> tuple[float, float, int]:
     """(peak RSS MiB, wall seconds, exit code) of a command. It is started from a small launcher
     process: ru_maxrss survives exec, so a child forked straight from this (large) process would
