@@ -97,6 +97,27 @@ def run_syncnet_python(checkout: Path, clip: Path, model: Path):
     return {"offset": int(offset), "conf": float(conf), "compute_seconds": compute, "evaluate_seconds": total}
 
 
+def golden_int8(loaded, engine) -> dict:
+    """int8 against float32 on every golden clip (our decoded frames, the reference's audio samples)."""
+    from otio_lipsync import media
+    from otio_lipsync.sync import SyncEngine
+
+    quantized = SyncEngine(loaded, precision="int8")
+    table = {}
+    for npz in sorted((REPO.parent / "shared" / "reference" / "golden").glob("*.npz")):
+        g = np.load(npz)
+        frames, _ = media.read_all(str(REPO.parent / "shared" / "reference" / "inputs" / f"{npz.stem}.mp4"))
+        chunks = [("video", frames), ("audio", g["audio"])]
+        exact, fast = engine.analyse(chunks), quantized.analyse(chunks)
+        rel = np.abs(fast.dists - exact.dists) / exact.dists
+        table[npz.stem] = {"golden_offset": int(g["raw_offset"]), "float32_offset": exact.offset_frames,
+                           "int8_offset": fast.offset_frames, "float32_conf": exact.confidence,
+                           "int8_conf": fast.confidence, "dist_rel_diff_median": float(np.median(rel)),
+                           "dist_rel_diff_max": float(rel.max()), "windows": exact.num_windows}
+        print(npz.stem, table[npz.stem], flush=True)
+    return table
+
+
 def best_of(n, fn):
     runs = [fn() for _ in range(n)]
     return min(runs, key=lambda r: r["seconds"]), [r["seconds"] for r in runs]
@@ -161,7 +182,8 @@ def main():
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="a 224x224 face-crop clip")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--syncnet-python", type=Path, default=None, help="checkout of joonson/syncnet_python")
-    ap.add_argument("--skip-rss", action="store_true", help="only the speed comparison")
+    ap.add_argument("--skip-rss", action="store_true", help="no peak-RSS runs")
+    ap.add_argument("--skip-golden", action="store_true", help="no int8-against-float32 table on the golden clips")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -169,7 +191,7 @@ def main():
     from otio_lipsync import media
     from otio_lipsync.analysis import analyse_file
     from otio_lipsync.model import load_model
-    from otio_lipsync.sync import SyncEngine
+    from otio_lipsync.sync import SyncEngine, native_bfloat16
 
     loaded = load_model(args.model)
     if args.child:  # measured in a subprocess for its peak RSS
@@ -183,36 +205,38 @@ def main():
     duration = len(frames) / 25.0
     engine = SyncEngine(loaded)
 
-    def ours():
+    def ours(engine):
         t0 = time.perf_counter()
         r = engine.analyse([("video", frames), ("audio", audio)])
         return {"seconds": time.perf_counter() - t0, "offset": r.offset_frames, "windows": r.num_windows,
-                "dists": r.dists}
+                "dists": r.dists, "conf": r.confidence}
 
-    with torch.inference_mode():
-        ours()  # warm-up: oneDNN builds its kernels on first use
-    ours_best, ours_runs = best_of(args.repeats, ours)
-    engine_f32, engine = engine, SyncEngine(loaded, precision="bfloat16")
-    ours()
-    bf16_best, bf16_runs = best_of(args.repeats, ours)
-    engine = engine_f32
+    # bfloat16 only where the CPU has it: emulated, 16 windows take ~19 s (README: Speed)
+    precisions = ["float32", "int8"] + (["bfloat16"] if native_bfloat16() else [])
+    runs = {}
+    for precision in precisions:
+        timed_engine = engine if precision == "float32" else SyncEngine(loaded, precision=precision)
+        with torch.inference_mode():
+            ours(timed_engine)  # warm-up: oneDNN builds its kernels on first use
+        runs[precision] = best_of(args.repeats, lambda: ours(timed_engine))
     ref_best, ref_runs = best_of(args.repeats, lambda: reference_style(loaded.net, frames, audio))
+    ours_best = runs["float32"][0]
     windows = ours_best["windows"]
     assert ref_best["windows"] == windows and ref_best["offset"] == ours_best["offset"]
     agree = float(np.max(np.abs(ours_best["dists"] - ref_best["dists"]) / np.abs(ref_best["dists"])))
-    results["syncnet_stage"] = {
-        "windows": windows, "clip_seconds": duration,
-        "ours": {"windows_per_s": windows / ours_best["seconds"], "x_realtime": duration / ours_best["seconds"],
-                 "runs_s": ours_runs},
-        "reference_style": {"windows_per_s": windows / ref_best["seconds"],
-                            "x_realtime": duration / ref_best["seconds"], "runs_s": ref_runs},
-        "ours_bfloat16": {"windows_per_s": windows / bf16_best["seconds"],
-                          "x_realtime": duration / bf16_best["seconds"], "runs_s": bf16_runs,
-                          "offset_equal": bf16_best["offset"] == ref_best["offset"]},
-        "speedup": ref_best["seconds"] / ours_best["seconds"],
-        "speedup_bfloat16": ref_best["seconds"] / bf16_best["seconds"],
-        "max_relative_dist_difference": agree,
-    }
+    stage = {"windows": windows, "clip_seconds": duration,
+             "reference_style": {"windows_per_s": windows / ref_best["seconds"],
+                                 "x_realtime": duration / ref_best["seconds"], "runs_s": ref_runs},
+             "max_relative_dist_difference": agree, "precisions": {}}
+    for precision, (best, times) in runs.items():
+        rel = np.abs(best["dists"] - ours_best["dists"]) / ours_best["dists"]
+        stage["precisions"][precision] = {
+            "windows_per_s": windows / best["seconds"], "x_realtime": duration / best["seconds"], "runs_s": times,
+            "speedup": ref_best["seconds"] / best["seconds"], "offset_equal": best["offset"] == ref_best["offset"],
+            "conf": best["conf"], "dist_rel_diff_median": float(np.median(rel)), "dist_rel_diff_max": float(rel.max())}
+    results["syncnet_stage"] = stage
+    if not args.skip_golden:
+        results["golden_int8"] = golden_int8(loaded, engine)
 
     t0 = time.perf_counter()
     analyse_file(str(args.clip), engine)
@@ -253,21 +277,31 @@ def markdown(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
         f"Python {m['python']}. Clip: `{Path(r['clip']).name}` ({s['clip_seconds']:.1f} s, {s['windows']} windows); "
         f"model sha256 {r['model']['sha256'][:12]}.", "",
-        "| implementation | windows/s | x real time |", "|---|---|---|",
-        f"| otio-lipsync `SyncEngine` | {s['ours']['windows_per_s']:.1f} | {s['ours']['x_realtime']:.2f} |",
-        f"| otio-lipsync `SyncEngine`, `--precision bfloat16` | {s['ours_bfloat16']['windows_per_s']:.1f} | "
-        f"{s['ours_bfloat16']['x_realtime']:.2f} |",
-        f"| reference-style loop (same weights, same input) | {s['reference_style']['windows_per_s']:.1f} | "
-        f"{s['reference_style']['x_realtime']:.2f} |",
+        "| implementation | windows/s | x real time | vs reference-style | offset |", "|---|---|---|---|---|",
     ]
+    names = {"float32": "otio-lipsync `SyncEngine` (float32, parity)", "bfloat16": "`--precision bfloat16`",
+             "int8": "`--precision int8`"}
+    for precision, p in s["precisions"].items():
+        lines.append(f"| {names[precision]} | {p['windows_per_s']:.1f} | {p['x_realtime']:.2f} | "
+                     f"**{p['speedup']:.2f}x** | {'same' if p['offset_equal'] else 'DIFFERENT'} |")
+    lines.append(f"| reference-style loop (same weights, same input) | {s['reference_style']['windows_per_s']:.1f} | "
+                 f"{s['reference_style']['x_realtime']:.2f} | 1.00x | — |")
     if "syncnet_python" in r:
         p = r["syncnet_python"]
         lines.append(f"| syncnet_python `evaluate` (its Compute time; whole evaluate {p['x_realtime_evaluate']:.2f}x) "
                      f"| {p['windows_per_s']:.1f} | — |")
-    lines += ["", f"Speed-up of the SyncNet stage: **{s['speedup']:.2f}x** at float32 (parity), "
-              f"**{s['speedup_bfloat16']:.2f}x** with bfloat16 (best of runs); float32 and the reference agree on the "
-              f"offset and within {s['max_relative_dist_difference']:.1e} relative on every distance.",
+    lines += ["", f"float32 and the reference agree on the offset and within {s['max_relative_dist_difference']:.1e} "
+              f"relative on every distance (best of {len(s['reference_style']['runs_s'])} runs each).",
               f"Whole file (decode + features + SyncNet, model loaded): {r['whole_file']['x_realtime']:.2f}x real time."]
+    if "golden_int8" in r:
+        lines += ["", "int8 against float32 on the golden clips (our decoded frames, the reference's audio):", "",
+                  "| clip | golden offset | float32 | int8 | confidence float32 -> int8 | distances, median / max relative change |",
+                  "|---|---|---|---|---|---|"]
+        for name, g in r["golden_int8"].items():
+            lines.append(f"| {name} | {g['golden_offset']} | {g['float32_offset']} | {g['int8_offset']} | "
+                         f"{g['float32_conf']:.2f} -> {g['int8_conf']:.2f} "
+                         f"({100 * (g['int8_conf'] / g['float32_conf'] - 1):+.0f}%) | "
+                         f"{100 * g['dist_rel_diff_median']:.1f}% / {100 * g['dist_rel_diff_max']:.0f}% |")
     if "peak_rss" in r:
         lines += ["", "| peak RSS | MiB | wall s |", "|---|---|---|"]
         for k, v in r["peak_rss"].items():

@@ -91,7 +91,12 @@ def make_engine(model: ModelLike = None, *, vshift: int | None = None, max_offse
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     sizes = {k: v for k, v in (("vshift", vshift), ("batch_size", batch_size)) if v is not None}
-    return SyncEngine(loaded, precision=precision, device=device, **sizes)
+    try:
+        return SyncEngine(loaded, precision=precision, device=device, **sizes)
+    except ValueError as exc:  # a precision this model or device cannot run
+        if str(exc).startswith("--precision"):
+            raise OptionError(str(exc), "--precision") from None
+        raise
 
 
 def make_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:

@@ -26,7 +26,7 @@ import scipy.signal
 import torch
 
 from .errors import TooShort
-from .model import FastSyncNet, LoadedModel, MfccStream, SyncNet
+from .model import FastSyncNet, LoadedModel, MfccStream, SyncNet, int8
 from .model.compact import CompactSyncNet
 from .model.lips import LipFeatureStream, LipsSyncNet
 from .model.syncnet import (
@@ -50,8 +50,19 @@ MAX_VSHIFT = 250  # +-10 s at 25 fps: memory grows with the search range
 DEFAULT_BATCH = 16  # as fast as 32 on CPU, half the activation memory
 MAX_BATCH = 1024  # ~3 GB of lip windows in float32
 MEDFILT_KERNEL = 9
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.uint8}
 EDGES = ("zero", "valid")
+
+
+def native_bfloat16() -> bool:
+    """AVX512-BF16 or AMX: without them torch emulates bfloat16 convolutions, ~20x slower than float32
+    (an AMD EPYC machine of this project: 18.8 s against 0.9 s for 16 SyncNet windows)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def audio_delay_ms(offset_frames: int, fps: float = 25.0) -> float:
@@ -183,7 +194,8 @@ class SyncEngine:
                  batch_size: int = DEFAULT_BATCH, device: str = "cpu", precision: str = "float32",
                  edges: str | None = None):
         """precision "float32" keeps parity with syncnet_python; "bfloat16" runs the lip tower (the
-        cost) in bf16, ~1.7x faster on CPUs with native bf16 (AVX512-BF16, AMX), distances within ~1%.
+        cost) in bf16, ~1.7x faster on CPUs with native bf16 (AVX512-BF16, AMX), distances within ~1%;
+        "int8" runs it quantized on the CPU (model/int8.py; SyncNet-format weights only).
         edges (see the module doc): default "zero" for SyncNet (the reference's numbers), "valid" for
         compact models, which have no reference to agree with. vshift None: `default_vshift(edges)`."""
         if precision not in PRECISIONS:
@@ -193,11 +205,21 @@ class SyncEngine:
         net = model.net if isinstance(model, LoadedModel) else model
         self.model = model if isinstance(model, LoadedModel) else None
         self.device = torch.device(device)
+        self._observed_int8 = None
+        if precision == "int8":
+            if not isinstance(net, SyncNet):
+                raise ValueError("--precision int8 is for SyncNet-format weights (syncnet_v2, lipsync-train fit "
+                                 "--arch syncnet); this model is a small one already: use float32")
+            if self.device.type != "cpu":
+                raise ValueError(f"--precision int8 runs on the CPU only, not on {device}: use --device cpu")
         if isinstance(net, SyncNet):
             self.fast = FastSyncNet(net).to(self.device).channels_last()
             self.lip_dtype = PRECISIONS[precision]
-            self.fast.lip_conv1.to(self.lip_dtype)
-            self.fast.lip_tower.to(self.lip_dtype)
+            if precision == "int8":
+                self._observed_int8 = int8.observed_lips(self.fast)
+            else:
+                self.fast.lip_conv1.to(self.lip_dtype)
+                self.fast.lip_tower.to(self.lip_dtype)
             self.embedding_dim, self.audio_feature, self.audio_columns = EMBEDDING_DIM, "mfcc13", 20
             self.edges = edges or "zero"
         else:  # a trained CompactSyncNet or LipsSyncNet: already small; float32 (bf16 gains nothing at this size)
@@ -221,14 +243,22 @@ class SyncEngine:
         self.vshift = default_vshift(self.edges) if vshift is None else vshift
         self.batch_size = batch_size
 
+    def int8_lips(self) -> int8.Int8Lips | None:
+        """A new stream's own int8 lip stream (it calibrates on that stream's first batch); None unless int8."""
+        return None if self._observed_int8 is None else int8.Int8Lips(self._observed_int8, self.fast.lip_head)
+
     @torch.inference_mode()
-    def lip_embeddings(self, frames: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    def lip_embeddings(self, frames: torch.Tensor, count: int | None = None,
+                       quantized: int8.Int8Lips | None = None) -> torch.Tensor:
         """uint8 (T, 224, 224, 3) BGR frames -> (count, 1024) embeddings of the first `count`
-        (default: all T-4) 5-frame windows."""
+        (default: all T-4) 5-frame windows; through `quantized` when given (precision int8)."""
         count = len(frames) - FRAMES_PER_WINDOW + 1 if count is None else count
         out = []
         for start in range(0, count, self.batch_size):
             n = min(self.batch_size, count - start)
+            if quantized is not None:
+                out.append(quantized(frames[start:start + n + FRAMES_PER_WINDOW - 1], n))
+                continue
             chunk = frames[start:start + n + FRAMES_PER_WINDOW - 1].to(self.device, self.lip_dtype)
             # (T, H, W, 3) memory is the channels-last-3d layout of a (1, 3, T, H, W) tensor
             out.append(self.fast.forward_lip_sequence(chunk.permute(3, 0, 1, 2).unsqueeze(0)))
@@ -280,6 +310,7 @@ class SyncStream:
         self._first_lip: list[torch.Tensor] = []
         self._first_aud: list[torch.Tensor] = []
         self._lipstream = LipFeatureStream(engine.fast, engine.mesh, engine.fast.centre) if engine.lips else None
+        self._int8 = engine.int8_lips()
 
     # -- input ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -297,7 +328,7 @@ class SyncStream:
         bs = self.engine.batch_size
         n = (len(self._frames) - FRAMES_PER_WINDOW + 1) // bs * bs  # whole batches: one shape, one kernel
         if n:
-            self._add_lip(self.engine.lip_embeddings(self._frames, n))
+            self._add_lip(self.engine.lip_embeddings(self._frames, n, self._int8))
             self._frames = self._frames[n:].clone()
             self._emit_rows(final=False)
 
@@ -368,7 +399,7 @@ class SyncStream:
             if len(rest):
                 self._add_lip(rest)
         elif len(self._frames) >= FRAMES_PER_WINDOW:
-            self._add_lip(self.engine.lip_embeddings(self._frames))
+            self._add_lip(self.engine.lip_embeddings(self._frames, quantized=self._int8))
         pad = self.engine.audio_pad
         if pad:  # windows near the end reach past the last column
             self._columns = torch.cat([self._columns, torch.zeros(self.mfcc.rows, pad)], 1)

@@ -144,16 +144,6 @@ def test_reference_decode_matches_plain_golden_fields(engine, golden, name):
     assert_reduction_matches(result, g)
 
 
-def _native_bfloat16() -> bool:
-    """AVX512-BF16 or AMX: without them torch emulates bfloat16 convolutions, ~20x slower than float32
-    (measured on an AMD EPYC CI machine: 18.8 s against 0.9 s for 16 SyncNet windows)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 EMULATED_BF16_FRAMES = 24  # 19 windows: float32 already finds vr5_adv5's +5 from 15 (~1.2 s a window emulated)
 
 
@@ -161,10 +151,10 @@ def test_bfloat16_mode_keeps_every_offset(stand_in, engine, golden):
     """The opt-in fast mode is not parity, but it must not change an answer. Every golden clip where the
     CPU has native bfloat16; on emulated bfloat16 (~20x slower: all six would take ~20 minutes, vr5_adv5
     whole 137 s) the first second of vr5_adv5, against float32 on the same frames and the golden offset."""
-    from otio_lipsync.sync import SyncEngine
+    from otio_lipsync.sync import SyncEngine, native_bfloat16
 
     fast = SyncEngine(stand_in, precision="bfloat16")
-    if not _native_bfloat16():
+    if not native_bfloat16():
         g = golden("vr5_adv5")
         frames, _ = media.read_all(str(reference_input("vr5_adv5")))
         cut = [("video", frames[:EMULATED_BF16_FRAMES]), ("audio", g["audio"][:EMULATED_BF16_FRAMES * 640])]
