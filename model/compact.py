@@ -112,9 +112,17 @@ class CompactSyncNet(nn.Module):
     def forward_lip_sequence(self, frames: torch.Tensor) -> torch.Tensor:
         """(1, 3, T, 224, 224) consecutive crops (a (T, 224, 224, 3) uint8 array seen channels-first)
         -> (T-4, D): each frame is reduced to its grey mouth once, then windows are 5-channel stacks."""
-        crops = frames[0].permute(1, 2, 3, 0)
-        mouths = mouth_frames(crops if crops.dtype == torch.uint8 else crops.clamp(0, 255).to(torch.uint8))
-        return self.forward_lip_windows(mouth_windows(mouths))
+        return self.forward_lip_runs([frames])
+
+    def forward_lip_runs(self, runs: list[torch.Tensor]) -> torch.Tensor:
+        """Runs of consecutive crops, [(1, 3, T_i, 224, 224)] (one per face track) -> (sum(T_i - 4), D), all
+        their windows in one batch."""
+        windows = []
+        for run in runs:
+            crops = run[0].permute(1, 2, 3, 0)
+            mouths = mouth_frames(crops if crops.dtype == torch.uint8 else crops.clamp(0, 255).to(torch.uint8))
+            windows.append(mouth_windows(mouths))
+        return self.forward_lip_windows(windows[0] if len(windows) == 1 else torch.cat(windows))
 
     def similarity_logits(self, lip: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
         """IC-SyncNet: cosine similarity times a learned temperature -> logit of 'in sync'."""

@@ -187,5 +187,10 @@ class FastSyncNet(nn.Module):
     def forward_lip_sequence(self, frames: torch.Tensor) -> torch.Tensor:
         """(1, 3, T, 224, 224) consecutive frames -> (T-4, 1024), one embedding per 5-frame window.
         A (T, H, W, 3) frame array seen as (1, 3, T, H, W) is already channels-last-3d: no copy."""
-        first = self.lip_conv1(frames)[0]  # (96, T-4, 109, 109)
-        return self._lip_rest(first.transpose(0, 1))
+        return self.forward_lip_runs([frames])
+
+    def forward_lip_runs(self, runs: list[torch.Tensor]) -> torch.Tensor:
+        """Runs of consecutive frames, [(1, 3, T_i, 224, 224)] (one per face track) -> (sum(T_i - 4), 1024):
+        the 5-frame first conv slides over each run, the rest of the tower takes all their windows at once."""
+        firsts = [self.lip_conv1(run)[0].transpose(0, 1) for run in runs]  # each (T_i - 4, 96, 109, 109)
+        return self._lip_rest(firsts[0] if len(firsts) == 1 else torch.cat(firsts))

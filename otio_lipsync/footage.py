@@ -252,9 +252,11 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
             if ts is None:
                 ts = syncs[ev.track.id] = _TrackSync(ev.track, engine.stream(f"{path}#track{ev.track.id}"),
                                                      audio_fed=ev.frame * SAMPLES_PER_FRAME)
-            ts.stream.feed_video(ev.crop[None])
+            ts.stream.feed_video(ev.crop[None], embed=not engine.batch_tracks)
             ts.last_frame = ev.frame
             feed_audio(ts, (ev.frame + 1) * SAMPLES_PER_FRAME)
+        if engine.batch_tracks:  # on a GPU: all open tracks' windows in one batch
+            engine.embed_together([ts.stream for ts in syncs.values()])
         for tid, ts in list(syncs.items()):
             if ts.track.ended and ts.last_frame >= ts.track.last:
                 ended.append(syncs.pop(tid))

@@ -242,6 +242,9 @@ class SyncEngine:
         self.precision = precision
         self.vshift = default_vshift(self.edges) if vshift is None else vshift
         self.batch_size = batch_size
+        # a GPU takes one big batch for all face tracks (`embed_together`) better than one small batch each;
+        # on the CPU each track's whole batches keep one shape, whose kernels oneDNN has built already
+        self.batch_tracks = self.device.type != "cpu" and not self.lips and self._observed_int8 is None
 
     def int8_lips(self) -> int8.Int8Lips | None:
         """A new stream's own int8 lip stream (it calibrates on that stream's first batch); None unless int8."""
@@ -263,6 +266,20 @@ class SyncEngine:
             # (T, H, W, 3) memory is the channels-last-3d layout of a (1, 3, T, H, W) tensor
             out.append(self.fast.forward_lip_sequence(chunk.permute(3, 0, 1, 2).unsqueeze(0)))
         return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
+
+    @torch.inference_mode()
+    def embed_together(self, streams: list[SyncStream]) -> None:
+        """Once any stream (one per open face track) has a whole batch of lip windows waiting, every
+        stream's waiting windows go through the network in one call (streams fed with embed=False)."""
+        waiting = [(s, s.waiting_windows()) for s in streams]
+        waiting = [(s, n) for s, n in waiting if n > 0]
+        if not any(n >= self.batch_size for _, n in waiting):
+            return
+        runs = [s.waiting_frames(n).to(self.device, self.lip_dtype).permute(3, 0, 1, 2).unsqueeze(0)
+                for s, n in waiting]
+        embeddings = self.fast.forward_lip_runs(runs).split([n for _, n in waiting])
+        for (stream, n), emb in zip(waiting, embeddings):
+            stream.take_lip(emb, n)
 
     @torch.inference_mode()
     def audio_embeddings(self, columns: torch.Tensor) -> torch.Tensor:
@@ -314,7 +331,8 @@ class SyncStream:
 
     # -- input ---------------------------------------------------------------------------------
     @torch.inference_mode()
-    def feed_video(self, frames: np.ndarray) -> None:
+    def feed_video(self, frames: np.ndarray, embed: bool = True) -> None:
+        """embed=False: the frames wait for `SyncEngine.embed_together` (or `finish`) to embed them."""
         if frames.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
             raise ValueError(f"SyncNet needs 224x224x3 frames, got {frames.shape[1:]}")
         self.num_frames += len(frames)
@@ -326,11 +344,23 @@ class SyncStream:
             return
         self._frames = torch.cat([self._frames, torch.from_numpy(np.ascontiguousarray(frames))])
         bs = self.engine.batch_size
-        n = (len(self._frames) - FRAMES_PER_WINDOW + 1) // bs * bs  # whole batches: one shape, one kernel
-        if n:
-            self._add_lip(self.engine.lip_embeddings(self._frames, n, self._int8))
-            self._frames = self._frames[n:].clone()
-            self._emit_rows(final=False)
+        n = self.waiting_windows() // bs * bs  # whole batches: one shape, one kernel
+        if embed and n:
+            self.take_lip(self.engine.lip_embeddings(self._frames, n, self._int8), n)
+
+    def waiting_windows(self) -> int:
+        """Lip windows whose frames have arrived but are not embedded yet."""
+        return max(0, len(self._frames) - FRAMES_PER_WINDOW + 1)
+
+    def waiting_frames(self, windows: int) -> torch.Tensor:
+        """uint8 (windows + 4, 224, 224, 3): the frames of the first `windows` waiting windows."""
+        return self._frames[:windows + FRAMES_PER_WINDOW - 1]
+
+    def take_lip(self, embeddings: torch.Tensor, windows: int) -> None:
+        """The embeddings of the first `windows` waiting windows, computed: their frames are dropped."""
+        self._add_lip(embeddings)
+        self._frames = self._frames[windows:].clone()
+        self._emit_rows(final=False)
 
     @torch.inference_mode()
     def feed_audio(self, samples: np.ndarray) -> None:

@@ -81,3 +81,25 @@ def test_a_1080p_close_up_is_not_searched_for_small_faces(ffmpeg_exe, tmp_path):
     for _ in s:
         pass
     assert [t.first for t in s.kept_tracks()] == [0] and s.tiled_frames == 0
+
+
+def test_tracks_batched_together_give_the_same_answer():
+    """`batch_tracks` (on by default on a GPU): all open face tracks' windows in one network call. Forced on
+    here on the CPU, a two-face scene gives the same tracks, offsets and distances as one batch per track."""
+    from otio_lipsync.footage import analyse_footage
+
+    path = str(clip("multi_faceswapss_two_women_01.mp4"))
+    engine = make_engine(None)
+    per_track: list = []
+    alone, tracks = analyse_footage(path, engine, results_out=per_track)
+    engine.batch_tracks = True
+    try:
+        together: list = []
+        batched, tracks_batched = analyse_footage(path, engine, results_out=together)
+    finally:
+        engine.batch_tracks = False
+    assert len(tracks) >= 2 and [t.id for t in tracks] == [t.id for t in tracks_batched]
+    assert batched.offset_frames == alone.offset_frames
+    for a, b in zip(per_track, together):
+        assert a.offset_frames == b.offset_frames
+        np.testing.assert_allclose(b.dists, a.dists, rtol=1e-4, atol=1e-5)
