@@ -99,7 +99,7 @@ class FixResult:
 def fix(src: str | os.PathLike, dst: str | os.PathLike, *, delay_ms: float | str = "auto", method: str = "copy",
         model: ModelLike = None, face_cropped: bool = False, precision: str = "float32", audio_stream: int = 0,
         channel: int | None = None, ffmpeg: str | None = None, verify: bool = True, overwrite: bool = False,
-        dry_run: bool = False, detector: FaceDetector | None = None,
+        dry_run: bool = False, detector: FaceDetector | None = None, device: str | None = "cpu",
         on_measured: Callable[[Analysis], None] | None = None,
         on_written: Callable[[float], None] | None = None) -> FixResult:
     """Write a copy of `src` to `dst` with its audio shifted into sync; the video is copied bit-exact.
@@ -108,6 +108,7 @@ def fix(src: str | os.PathLike, dst: str | os.PathLike, *, delay_ms: float | str
     earlier), or "auto" to measure `src` first (NoSync when the audio does not match the faces: nothing to
     correct). method: "copy" (timestamps only) or "reencode". verify: measure `dst` afterwards
     (`FixResult.after`). overwrite: replace an existing `dst` (never `src` itself). dry_run: plan only.
+    device: where the network measures ("cpu", "cuda", "auto"), as in `check`.
     on_measured / on_written: called with the measurement of `src` and with the delay removed, as they happen
     (the CLI prints them). Raises a LipsyncError subclass (OutputError, CannotFix, FfmpegFailed, ...)."""
     from .ffmpeg_filter.fix import plan_fix, run_fix
@@ -126,7 +127,7 @@ def fix(src: str | os.PathLike, dst: str | os.PathLike, *, delay_ms: float | str
                               "--delay-ms") from None
     engine = None
     if delay_ms == "auto" or (verify and not dry_run):
-        engine = make_engine(model, precision=precision)
+        engine = make_engine(model, precision=precision, device=device)
         if not face_cropped and detector is None:
             detector = make_detector()
     result = FixResult(source, target, 0.0, method, [], False)

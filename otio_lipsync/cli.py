@@ -23,6 +23,11 @@ PRECISION_HELP = ("float32 keeps parity with syncnet_python. bfloat16 runs the l
                   "weights, CPU) runs it quantized, ~2x float32: the same offsets on the golden clips, "
                   "confidences lower (README: Speed).")
 
+DEVICE_OPTION = click.option(
+    "--device", default="cpu", show_default=True, metavar="cpu|cuda|auto",
+    help="Where the network runs: auto takes a CUDA GPU when torch sees one (decoding and face detection stay "
+         "on the CPU).")
+
 EXIT_OK = 0
 EXIT_FAIL = 1  # measured, but out of the --standard's tolerance
 EXIT_ERROR = 2  # bad input or bad model
@@ -156,9 +161,7 @@ def main(verbose, log_path):
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch (memory grows with it).")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
 @click.option("--precision", type=PRECISION, default="float32", show_default=True, help=PRECISION_HELP)
-@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|auto",
-              help="Where the network runs: auto takes a CUDA GPU when torch sees one (decoding and face "
-                   "detection stay on the CPU).")
+@DEVICE_OPTION
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N",
               help="Analyse channel N (from 0) of that stream alone, e.g. the dialogue channel of a 5.1 mix or "
@@ -381,6 +384,7 @@ def models_download(name, url, deadline):
 @click.option("--face-cropped", is_flag=True, help="Measure as face-cropped footage (see `check --help`).")
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model for measuring (auto and residual).")
 @click.option("--precision", type=PRECISION, default="float32", show_default=True, help=PRECISION_HELP)
+@DEVICE_OPTION
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to shift.")
 @click.option("--channel", type=int, default=None, metavar="N",
               help="Measure on channel N (from 0) of that stream alone (e.g. the dialogue channel of a 5.1 mix); "
@@ -388,8 +392,8 @@ def models_download(name, url, deadline):
 @click.option("--ffmpeg", "ffmpeg_path", metavar="PATH", default=None,
               help="ffmpeg binary (default: $FFMPEG_PATH, else imageio-ffmpeg's).")
 @click.option("--no-verify", is_flag=True, help="Do not re-measure OUT after writing it.")
-def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_name, precision, audio_stream, channel,
-        ffmpeg_path, no_verify):
+def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_name, precision, device, audio_stream,
+        channel, ffmpeg_path, no_verify):
     """Write a copy of SOURCE with its audio shifted into sync; the video is copied bit-exact.
 
     SOURCE and OUTPUT may be `-` (stdin / stdout, Matroska on stdout) to sit in an ffmpeg pipe:
@@ -420,7 +424,7 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
     needs_model = delay_ms == "auto" or not (no_verify or dry_run)
     detector = None
     if needs_model:  # before a pipe is read: a bad model costs no spooling
-        engine = load_engine(model_name, precision=precision)
+        engine = load_engine(model_name, precision=precision, device=device)
         if not face_cropped:
             detector = make_detector()
     say = functools.partial(click.echo, err=target == "-")  # stdout may be the video itself
@@ -441,7 +445,7 @@ def fix(source, target, delay_ms, method, dry_run, force, face_cropped, model_na
             # overwrite=True: the checks above already said whether OUT may be replaced
             result = fix_file(
                 source_path, target_path, delay_ms=delay_ms, method=method, model=engine, face_cropped=face_cropped,
-                precision=precision, audio_stream=audio_stream, channel=channel, ffmpeg=ffmpeg_path,
+                precision=precision, device=device, audio_stream=audio_stream, channel=channel, ffmpeg=ffmpeg_path,
                 verify=not no_verify, overwrite=True, dry_run=dry_run, detector=detector,
                 on_measured=lambda before: click.echo(before.summary().replace(source_path, source, 1), err=True),
                 on_written=lambda shift: say(f"{source}: audio moved {abs(shift):.0f} ms "
@@ -718,6 +722,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N", help="Analyse channel N of that stream alone.")
 @click.option("--precision", type=PRECISION, default="float32", show_default=True, help=PRECISION_HELP)
+@DEVICE_OPTION
 @click.option("--identity", type=click.Choice(["stat", "sha256"]), default="stat", show_default=True,
               help="What makes an input the same on a re-run: size + mtime, or its content hash.")
 @click.option("--force", is_flag=True, help="Redo items that already have a result.")
@@ -741,7 +746,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 @click.option("--max-offscreen", default=0.2, show_default=True, help="--filter: largest offscreen ratio.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def batch(inputs, results_dir, include, exclude, face_cropped, model_name, standard, fix, fix_method, slip,
-          audio_stream, channel, precision, identity, force, workers, threads, use_ray, ray_address, report_plots,
+          audio_stream, channel, precision, device, identity, force, workers, threads, use_ray, ray_address, report_plots,
           score_name, filter_path, min_probability, max_offscreen, no_progress):
     """Check many media files and timelines; one result per item, a summary and an HTML report.
 
@@ -778,12 +783,17 @@ def batch(inputs, results_dir, include, exclude, face_cropped, model_name, stand
         _fail("--ray starts a local Ray; --ray-address joins a cluster: choose one")
     if (workers is not None and workers < 1) or (threads is not None and threads < 1):
         _fail("--workers and --threads must be at least 1")
+    from .errors import LipsyncError
+    from .pipeline import resolve_device
+
+    try:  # once, here: not as the same error in every item
+        device = resolve_device(device)
+    except LipsyncError as exc:
+        _fail(str(exc))
     options = {"face_cropped": face_cropped, "model": model_name, "standard": standard, "fix": fix,
                "fix_method": fix_method, "slip": slip, "audio_stream": audio_stream, "channel": channel,
-               "precision": precision, "score": score_name}
+               "precision": precision, "score": score_name, "device": device}
     score_filter = ScoreFilter(filter_path, min_probability, max_offscreen) if filter_path else None
-    from .errors import LipsyncError
-
     try:
         os.makedirs(results_dir, exist_ok=True)
         summary = run_batch(inputs, results_dir, options=options, include=include, exclude=exclude,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SHARED, junk_bytes, need, run_ffmpeg
+from .conftest import REPO, SHARED, clip, junk_bytes, need, run_ffmpeg
 
 GRID = SHARED / "data" / "grid_s1" / "video"
 LONG_CLIP = SHARED / "data" / "clips" / "synced_dfrf_cnn_anchor_01.mp4"  # 10 s, a face-centred 512x512 crop
@@ -401,3 +401,20 @@ def test_batch_score_icsyncnet_equals_lipsync_score_and_filters(tmp_path, icsync
     kept = [f for f in sorted(by_file) if passes_filter(by_file[f], **bounds)]
     assert len(kept) == 2 and keep.read_text().splitlines() == kept
     assert summary["filter"]["kept"] == 2 and "2 file(s) pass" in proc.stderr
+
+
+def test_the_device_is_not_part_of_an_items_key(tmp_path):
+    """A batch measured on the CPU and re-run with --device cuda on a GPU machine skips what is done: the
+    device changes where the network runs, not the result."""
+    from otio_lipsync.batch import assign_keys, discover
+
+    source = str(clip("synced_mead_m030_01.mp4"))
+    keys = {}
+    for device in ("cpu", "cuda"):
+        items = discover([source], options={"device": device})
+        assign_keys(items)
+        keys[device] = items[0].key
+    assert keys["cpu"] == keys["cuda"]
+    items = discover([source], options={"precision": "int8"})
+    assign_keys(items)
+    assert items[0].key != keys["cpu"]  # a precision does change results

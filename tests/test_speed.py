@@ -66,9 +66,12 @@ def test_device_auto_takes_the_cpu_here_and_a_missing_gpu_is_one_clear_error(tmp
         make_engine(None, device="cuda")
     with pytest.raises(OptionError, match="must be one of auto, cpu, cuda"):
         resolve_device("tpu")
-    for command in ("check", "score"):
-        result = CliRunner().invoke(main, [command, "--device", "cuda", str(clip("synced_mead_m030_01.mp4"))])
-        assert result.exit_code == 2 and "sees no CUDA GPU" in result.output, (command, result.output)
+    source = str(clip("synced_mead_m030_01.mp4"))
+    for args in (["check", source], ["score", source], ["fix", source, "-o", str(tmp_path / "fixed.mp4")],
+                 ["batch", source, "-o", str(tmp_path / "qc")]):
+        result = CliRunner().invoke(main, [*args, "--device", "cuda"])
+        assert result.exit_code == 2 and "sees no CUDA GPU" in result.output, (args, result.output)
+    assert not (tmp_path / "fixed.mp4").exists() and not (tmp_path / "qc").exists()
 
 
 def test_a_1080p_close_up_is_not_searched_for_small_faces(ffmpeg_exe, tmp_path):

@@ -26,6 +26,9 @@ DEFAULTS = {"face_cropped": False, "model": None, "standard": None, "audio_strea
 # options that enter the key only when set: a batch that does not use them keys its items as if they did
 # not exist (so adding such an option never changes keys by itself; RESULT_REVISION is what renews them)
 KEYED_WHEN_SET = {"score"}
+# options that change where an item runs, not its result: never in the key (a re-run on a GPU skips what the
+# CPU measured)
+NOT_KEYED = {"device"}
 
 
 def timeline_suffixes() -> set[str]:
@@ -222,7 +225,8 @@ def assign_keys(items: list[Item], identity: str = "stat") -> None:
         except OSError:
             ident = {"missing": True}
         item.identity = ident
-        keyed = {k: v for k, v in item.options.items() if v is not None or k not in KEYED_WHEN_SET}
+        keyed = {k: v for k, v in item.options.items()
+                 if (v is not None or k not in KEYED_WHEN_SET) and k not in NOT_KEYED}
         blob = json.dumps({"path": item.path, "kind": item.kind, "input": ident, "revision": RESULT_REVISION,
                            "model": model_sha(item.options.get("model")), "options": keyed},
                           sort_keys=True, separators=(",", ":"))

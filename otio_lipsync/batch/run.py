@@ -42,11 +42,12 @@ def _engine(options: dict):
         from ..metrics import SCORE_VSHIFT
 
         vshift = SCORE_VSHIFT
-    key = (options.get("model"), vshift, options["precision"])
+    key = (options.get("model"), vshift, options["precision"], options.get("device", "cpu"))
     if key not in _engines:
         from ..pipeline import make_engine
 
-        _engines[key] = make_engine(options.get("model"), vshift=vshift, precision=options["precision"])
+        _engines[key] = make_engine(options.get("model"), vshift=vshift, precision=options["precision"],
+                                    device=options.get("device", "cpu"))
     return _engines[key]
 
 
