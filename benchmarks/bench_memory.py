@@ -35,7 +35,12 @@ def main():
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="a real single-speaker clip to loop")
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 60], help="file lengths to check")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--table-only", action="store_true", help="rewrite the .md from the saved .json")
     args = ap.parse_args()
+    if args.table_only:
+        results = json.loads((args.out / "memory_cpu.json").read_text())
+        write_results(args.out, "memory_cpu", results, markdown(results))
+        return
 
     from otio_lipsync import media
 
@@ -77,7 +82,10 @@ def markdown(r: dict) -> str:
         lines.append(f"| {run['minutes']:g} min | {run['peak_rss_mib']:.0f} MiB | {run['wall_s']:.0f} s | "
                      f"{run['x_real_time']:.2f}x | {run['offset_frames']} | {run['json_mib'] or 0:.1f} MiB |")
     worst = max(run["peak_rss_mib"] for run in r["runs"])
-    lines += ["", f"Goal: under {GOAL_MIB:.0f} MiB for a 1-hour file; worst here {worst:.0f} MiB.", ""]
+    lines += ["", f"Goal: under {GOAL_MIB:.0f} MiB for a 1-hour file; worst here {worst:.0f} MiB. What grows with length "
+              "is the result itself (distances per window, framewise confidence and speech per frame, the JSON "
+              "report); frames, crops and embeddings are dropped as the analysis streams. The offsets are no "
+              "accuracy check: the file is one clip looped with `-c copy`, a seam every ~22 s.", ""]
     return "\n".join(lines)
 
 
