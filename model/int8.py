@@ -1,7 +1,7 @@
 """SyncNet's lip stream in int8 on the CPU (`--precision int8`): faster than float32, not parity.
 
-The lip stream is ~97% of SyncNet's arithmetic. Here it runs as quantized 2-D convolutions (PyTorch's x86
-int8 kernels, FBGEMM/oneDNN; weights per output channel, activations per tensor):
+The lip stream is ~97% of SyncNet's arithmetic. Here it runs as quantized 2-D convolutions (PyTorch's
+oneDNN int8 kernels; weights per output channel, activations per tensor):
 - the 5-frame first conv becomes a Conv2d over 15 channels (3 colours x 5 frames) of stacked windows,
   read straight off the uint8 crops (no float copy) with the first BatchNorm folded in;
 - activations use 7 bits (`reduce_range`), the input too (pixel // 2, scale 2): on CPUs without VNNI the
@@ -24,7 +24,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .syncnet import CROP_SIZE, FRAMES_PER_WINDOW, FastSyncNet, _conv3d_as_2d
 
-BACKEND = "x86"
+# oneDNN's int8 convolutions ran this tower ~9% faster than FBGEMM's on an AMD EPYC (AVX2) of this project
+BACKEND = "onednn" if "onednn" in torch.backends.quantized.supported_engines else "x86"
 INPUT_SCALE = 2.0  # pixel // 2: 7-bit input, see the module doc
 
 
@@ -36,10 +37,11 @@ def stacked_windows(frames: torch.Tensor, count: int) -> torch.Tensor:
     """uint8 (T, H, W, 3) frames -> uint8 (count, 15, H, W) channels-last windows of pixel // 2, channel
     c*5 + t (the order of `_conv3d_as_2d`'s weights)."""
     _, h, w, c = frames.shape
-    windows = frames[:count + FRAMES_PER_WINDOW - 1].permute(3, 0, 1, 2).unfold(1, FRAMES_PER_WINDOW, 1)
-    # (3, count, H, W, 5) -> (count, H, W, 3, 5): one copy, the layout a channels-last Conv2d reads
-    stacked = (windows.permute(1, 2, 3, 0, 4) >> 1).reshape(count, h, w, c * FRAMES_PER_WINDOW)
-    return stacked.permute(0, 3, 1, 2)
+    half = frames[:count + FRAMES_PER_WINDOW - 1] >> 1
+    stacked = torch.empty(count, h, w, c, FRAMES_PER_WINDOW, dtype=torch.uint8)
+    for t in range(FRAMES_PER_WINDOW):  # 5 slab copies: twice as fast as one gather from an unfolded view
+        stacked[..., t] = half[t:t + count]
+    return stacked.reshape(count, h, w, c * FRAMES_PER_WINDOW).permute(0, 3, 1, 2)
 
 
 def float_lips(fast: FastSyncNet) -> nn.Sequential:
@@ -72,27 +74,67 @@ def observed_lips(fast: FastSyncNet) -> torch.fx.GraphModule:
                           prepare_custom_config=PrepareCustomConfig().set_input_quantized_indexes([0]))
 
 
-class Int8Lips:
-    """One stream's int8 lip stream: the first call runs float32 and calibrates, later calls run int8."""
+class Int8Tower:
+    """The quantized lip tower of one engine: weights quantized and packed once. Activation ranges are each
+    stream's own (`stream()`): they are passed to the int8 kernels per call, so streams share the packed
+    weights and no stream pays for a conversion (~0.5 s, a fifth of an 8 s clip's int8 time)."""
 
-    def __init__(self, observed: torch.fx.GraphModule, head: nn.Module):
-        self.observed = copy.deepcopy(observed)
-        self.head = head
-        self.quantized = None
+    def __init__(self, fast: FastSyncNet):
+        from torch.ao.quantization.quantize_fx import convert_fx
+
+        self.observed = observed_lips(fast)
+        self.head = fast.lip_head
+        placeholder = copy.deepcopy(self.observed)
+        with torch.inference_mode():  # any range will do: every stream brings its own
+            placeholder(torch.zeros(1, 3 * FRAMES_PER_WINDOW, CROP_SIZE, CROP_SIZE))
+        torch.backends.quantized.engine = BACKEND
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantized = convert_fx(placeholder)
+        # the converted graph is a chain (conv+ReLU and max-pool layers, then dequantize), run layer by layer
+        calls = [n.target for n in quantized.graph.nodes if n.op == "call_module"]
+        self.layers = [(name, quantized.get_submodule(name)) for name in calls]
+        assert [n.op for n in quantized.graph.nodes] == ["placeholder", *["call_module"] * len(calls),
+                                                           "call_method", "output"], quantized.code
+        kinds = {type(layer).__name__ for _, layer in self.layers}
+        if not kinds <= {"ConvReLU2d", "MaxPool2d"}:  # what `Int8Lips` knows how to run
+            raise RuntimeError(f"int8: unexpected layers {sorted(kinds)} in the quantized lip tower")
+        convs = {name for name, layer in self.layers if type(layer).__name__ == "ConvReLU2d"}
+        # each conv's output range is what the observer after it saw
+        self.observer_after = {n.target: next(iter(n.users)).target for n in self.observed.graph.nodes
+                               if n.op == "call_module" and n.target in convs}
+        assert set(self.observer_after) == convs
+
+    def stream(self) -> Int8Lips:
+        return Int8Lips(self)
+
+
+class Int8Lips:
+    """One stream's int8 lip stream: the first call runs float32 through observers (its output is that
+    batch's embeddings) and fixes the stream's activation ranges; later calls run int8."""
+
+    def __init__(self, tower: Int8Tower):
+        self.tower = tower
+        self.observed = copy.deepcopy(tower.observed)
+        self.ranges: dict[str, tuple[float, int]] | None = None  # conv layer -> output (scale, zero point)
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, count: int) -> torch.Tensor:
         """uint8 (T, 224, 224, 3) -> (count, 1024) embeddings of the first `count` 5-frame windows."""
-        from torch.ao.quantization.quantize_fx import convert_fx
-
         windows = stacked_windows(frames, count)
-        if self.quantized is None:
+        if self.ranges is None:
             mid = self.observed(windows.float() * INPUT_SCALE)
-            torch.backends.quantized.engine = BACKEND
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.quantized = convert_fx(self.observed)
+            self.ranges = {}
+            for layer, observer in self.tower.observer_after.items():
+                scale, zero_point = self.observed.get_submodule(observer).calculate_qparams()
+                self.ranges[layer] = (float(scale), int(zero_point))
             self.observed = None
         else:
-            mid = self.quantized(torch._make_per_tensor_quantized_tensor(windows, INPUT_SCALE, 0))
-        return self.head(mid.flatten(1))
+            x = torch._make_per_tensor_quantized_tensor(windows, INPUT_SCALE, 0)
+            for name, layer in self.tower.layers:
+                if name in self.ranges:
+                    x = torch.ops.quantized.conv2d_relu(x, layer._packed_params, *self.ranges[name])
+                else:
+                    x = layer(x)
+            mid = x.dequantize()
+        return self.tower.head(mid.flatten(1))

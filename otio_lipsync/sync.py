@@ -205,7 +205,7 @@ class SyncEngine:
         net = model.net if isinstance(model, LoadedModel) else model
         self.model = model if isinstance(model, LoadedModel) else None
         self.device = torch.device(device)
-        self._observed_int8 = None
+        self._int8_tower = None
         if precision == "int8":
             if not isinstance(net, SyncNet):
                 raise ValueError("--precision int8 is for SyncNet-format weights (syncnet_v2, lipsync-train fit "
@@ -216,7 +216,7 @@ class SyncEngine:
             self.fast = FastSyncNet(net).to(self.device).channels_last()
             self.lip_dtype = PRECISIONS[precision]
             if precision == "int8":
-                self._observed_int8 = int8.observed_lips(self.fast)
+                self._int8_tower = int8.Int8Tower(self.fast)
             else:
                 self.fast.lip_conv1.to(self.lip_dtype)
                 self.fast.lip_tower.to(self.lip_dtype)
@@ -244,11 +244,11 @@ class SyncEngine:
         self.batch_size = batch_size
         # a GPU takes one big batch for all face tracks (`embed_together`) better than one small batch each;
         # on the CPU each track's whole batches keep one shape, whose kernels oneDNN has built already
-        self.batch_tracks = self.device.type != "cpu" and not self.lips and self._observed_int8 is None
+        self.batch_tracks = self.device.type != "cpu" and not self.lips and self._int8_tower is None
 
     def int8_lips(self) -> int8.Int8Lips | None:
         """A new stream's own int8 lip stream (it calibrates on that stream's first batch); None unless int8."""
-        return None if self._observed_int8 is None else int8.Int8Lips(self._observed_int8, self.fast.lip_head)
+        return None if self._int8_tower is None else self._int8_tower.stream()
 
     @torch.inference_mode()
     def lip_embeddings(self, frames: torch.Tensor, count: int | None = None,

@@ -46,13 +46,13 @@ def test_saturated_frames_stay_exact_in_the_first_layer(int8_engine, stand_in):
     frames[::2] = 255
     lips = int8_engine.int8_lips()
     lips(frames, 5)  # calibrates
-    first = next(lips.quantized.children())
+    name, first = lips.tower.layers[0]
+    step, zero_point = lips.ranges[name]
     windows = int8.stacked_windows(frames, 5)
-    out = first(torch._make_per_tensor_quantized_tensor(windows, int8.INPUT_SCALE, 0)).dequantize()
-    weight = first.weight().dequantize()
-    expected = torch.nn.functional.conv2d(windows.float() * int8.INPUT_SCALE, weight, first.bias(),
-                                          stride=first.stride).relu()
-    step = first.scale
+    pixels = torch._make_per_tensor_quantized_tensor(windows, int8.INPUT_SCALE, 0)
+    out = torch.ops.quantized.conv2d_relu(pixels, first._packed_params, step, zero_point).dequantize()
+    expected = torch.nn.functional.conv2d(windows.float() * int8.INPUT_SCALE, first.weight().dequantize(),
+                                          first.bias(), stride=first.stride).relu()
     expected = (expected / step).round().clamp(0, 127) * step
     assert (out - expected).abs().max() <= step * 1.01
 
