@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import DEFAULT_MODEL, best_time, machine, peak_rss_of, write_results  # noqa: E402
+from bench_sync import DEFAULT_MODEL, best_time, machine, machine_line, peak_rss_of, write_results  # noqa: E402
 
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "clips" / "synced_w2lgfpgan_presenter_01.mp4"
 
@@ -92,10 +92,8 @@ def main():
 
 
 def markdown(r: dict) -> str:
-    m = r["machine"]
     lines = [f"# Raw-footage pipeline on CPU ({r['date']})", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; load average {r['load_before']:.1f} "
-             f"before, {r['load_after']:.1f} after. x = times faster than real time, best of runs; whole pipeline "
+             f"{machine_line(r)} x = times faster than real time, best of runs; whole pipeline "
              "with the model loaded; `python benchmarks/bench_faces.py`.", "",
              "| clip | ffmpeg -f null | our decode | faces stage | whole, default model | whole / ffmpeg decode "
              "| whole, original SyncNet | offset (careful path) | `lipsync check` wall, peak RSS |",

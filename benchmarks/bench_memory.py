@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import machine, peak_rss_of, write_results  # noqa: E402
+from bench_sync import machine, machine_line, peak_rss_of, write_results  # noqa: E402
 
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "clips" / "synced_w2lgfpgan_presenter_01.mp4"
 GOAL_MIB = 1.5 * 1024
@@ -72,10 +72,8 @@ def main():
 
 
 def markdown(r: dict) -> str:
-    m = r["machine"]
     lines = [f"# Peak memory of `lipsync check` against file length ({r['date']})", "",
-             f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')}; load "
-             f"{r['load_before']:.1f} before, {r['load_after']:.1f} after. 1080p25 H.264 made by looping "
+             f"{machine_line(r)} 1080p25 H.264 made by looping "
              f"{r['clip']} (scaled, encoded once, then `-c copy`); default model; one fresh process per file.", "",
              "| file length | peak RSS | wall | x real time | offset | JSON report |", "|---|---|---|---|---|---|"]
     for run in r["runs"]:

@@ -163,6 +163,13 @@ def write_results(directory: Path, stem: str, results: dict, table: str) -> None
     print(table)
 
 
+def machine_line(r: dict) -> str:
+    """"Machine: CPU, cores, torch; load average before/after." for a results table (r: machine, load_*)."""
+    m = r["machine"]
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; load average {r['load_before']:.1f} "
+            f"before, {r['load_after']:.1f} after.")
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
