@@ -74,6 +74,14 @@ def observed_lips(fast: FastSyncNet) -> torch.fx.GraphModule:
                           prepare_custom_config=PrepareCustomConfig().set_input_quantized_indexes([0]))
 
 
+MIN_CALIBRATION_STD = 4.0  # grey levels: frames flatter than this (black, a title card) set no ranges
+
+
+def _flat(frames: torch.Tensor) -> bool:
+    """Nearly uniform frames, whose activations would give ranges too narrow for the faces that follow."""
+    return float(frames[:, ::8, ::8].float().std()) < MIN_CALIBRATION_STD
+
+
 class Int8Tower:
     """The quantized lip tower of one engine: weights quantized and packed once. Activation ranges are each
     stream's own (`stream()`): they are passed to the int8 kernels per call, so streams share the packed
@@ -111,7 +119,8 @@ class Int8Tower:
 
 class Int8Lips:
     """One stream's int8 lip stream: the first call runs float32 through observers (its output is that
-    batch's embeddings) and fixes the stream's activation ranges; later calls run int8."""
+    batch's embeddings) and fixes the stream's activation ranges; later calls run int8. Batches of nearly
+    uniform frames before it stay float32 and only add to what the observers saw."""
 
     def __init__(self, tower: Int8Tower):
         self.tower = tower
@@ -124,6 +133,8 @@ class Int8Lips:
         windows = stacked_windows(frames, count)
         if self.ranges is None:
             mid = self.observed(windows.float() * INPUT_SCALE)
+            if _flat(frames[:count + FRAMES_PER_WINDOW - 1]):  # e.g. a fade from black: keep observing
+                return self.tower.head(mid.flatten(1))
             self.ranges = {}
             for layer, observer in self.tower.observer_after.items():
                 scale, zero_point = self.observed.get_submodule(observer).calculate_qparams()

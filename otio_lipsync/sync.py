@@ -254,8 +254,10 @@ class SyncEngine:
     def lip_embeddings(self, frames: torch.Tensor, count: int | None = None,
                        quantized: int8.Int8Lips | None = None) -> torch.Tensor:
         """uint8 (T, 224, 224, 3) BGR frames -> (count, 1024) embeddings of the first `count`
-        (default: all T-4) 5-frame windows; through `quantized` when given (precision int8)."""
+        (default: all T-4) 5-frame windows; with precision int8 through `quantized` (a stream's; default: a
+        new one, calibrated on these frames)."""
         count = len(frames) - FRAMES_PER_WINDOW + 1 if count is None else count
+        quantized = quantized or self.int8_lips()
         out = []
         for start in range(0, count, self.batch_size):
             n = min(self.batch_size, count - start)

@@ -68,3 +68,19 @@ def test_int8_where_it_cannot_run_is_one_clear_error(stand_in):
 
 def test_the_cli_offers_every_precision_the_engine_has():
     assert list(PRECISION.choices) == list(PRECISIONS)
+
+
+def test_a_fade_from_black_does_not_set_the_ranges(int8_engine, engine):
+    """Black frames first (a face-cropped clip fading in): they run in float32 and the ranges come from the
+    first batch with a picture, so the faces after them are not clipped to a black frame's activations."""
+    frames, _ = media.read_all(str(reference_input("vr5_adv5")))
+    faces = torch.from_numpy(np.ascontiguousarray(frames[:40]))
+    black = torch.zeros(20, 224, 224, 3, dtype=torch.uint8)
+    lips = int8_engine.int8_lips()
+    lips(black, 16)
+    assert lips.ranges is None
+    lips(faces[:20], 16)
+    assert lips.ranges is not None
+    exact = engine.lip_embeddings(faces[20:40], 16)
+    quantized = lips(faces[20:40], 16)
+    assert float(((quantized - exact).norm(dim=1) / exact.norm(dim=1)).mean()) < 0.3
