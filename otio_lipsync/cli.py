@@ -499,8 +499,7 @@ def _score_metric_names():
 @click.option("--vshift", default=15, show_default=True, help="Search offsets of +-N frames (the scripts' 15).")  # metrics.SCORE_VSHIFT
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
-@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda|auto",
-              help="Where the network runs (auto: a CUDA GPU when torch sees one).")
+@DEVICE_OPTION
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N", help="Analyse channel N of that stream alone.")
 @click.option("--detector", default="blazeface", show_default=True, type=click.Choice(_detector_names()),
