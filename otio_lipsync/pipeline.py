@@ -45,6 +45,8 @@ def resolve_device(device: str | None) -> str:
     """"auto" (or None): CUDA when torch sees a GPU, else the CPU; "cuda" without one: OptionError."""
     if device not in (None, *DEVICES) and not str(device).startswith("cuda:"):
         raise OptionError(f"--device {device}: must be one of {', '.join(DEVICES)} (or cuda:N)", "--device")
+    if device == "cpu":  # no torch import for the default (the batch driver checks this before forking workers)
+        return device
     import torch
 
     if device in (None, "auto"):
