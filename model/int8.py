@@ -125,7 +125,8 @@ class Int8Lips:
 
     def __init__(self, tower: Int8Tower):
         self.tower = tower
-        self.observed = copy.deepcopy(tower.observed)
+        # its own observers; the float weights (~28 MB) are the tower's, shared, not copied for every track
+        self.observed = copy.deepcopy(tower.observed, memo={id(p): p for p in tower.observed.parameters()})
         self.ranges: dict[str, tuple[float, int]] | None = None  # conv layer -> output (scale, zero point)
 
     @torch.inference_mode()
