@@ -66,7 +66,7 @@ def make_engine(model: ModelLike = None, *, vshift: int | None = None, max_offse
     loads (memory grows with the range and the batch): OptionError, e.g. `--vshift 300: must be 0 to 250
     frames (+-10 s at 25 fps)`; a bad model: ModelNotFound / BadWeights. device: "cpu" (default), "cuda"
     (OptionError without a GPU) or "auto" (CUDA when present): the networks run there, all else on the CPU."""
-    from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine, search_vshift
+    from .sync import MAX_BATCH, MAX_VSHIFT, SyncEngine, UnsupportedPrecision, search_vshift
 
     device = resolve_device(device)
     if isinstance(model, SyncEngine):
@@ -95,10 +95,8 @@ def make_engine(model: ModelLike = None, *, vshift: int | None = None, max_offse
     sizes = {k: v for k, v in (("vshift", vshift), ("batch_size", batch_size)) if v is not None}
     try:
         return SyncEngine(loaded, precision=precision, device=device, **sizes)
-    except ValueError as exc:  # a precision this model or device cannot run
-        if str(exc).startswith("--precision"):
-            raise OptionError(str(exc), "--precision") from None
-        raise
+    except UnsupportedPrecision as exc:
+        raise OptionError(str(exc), "--precision") from None
 
 
 def make_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:

@@ -54,6 +54,10 @@ PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torc
 EDGES = ("zero", "valid")
 
 
+class UnsupportedPrecision(ValueError):
+    """A precision this model or device cannot run (the CLI says it as a --precision error)."""
+
+
 def native_bfloat16() -> bool:
     """AVX512-BF16 or AMX: without them torch emulates bfloat16 convolutions, ~20x slower than float32
     (an AMD EPYC machine of this project: 18.8 s against 0.9 s for 16 SyncNet windows)."""
@@ -208,10 +212,11 @@ class SyncEngine:
         self._int8_tower = None
         if precision == "int8":
             if not isinstance(net, SyncNet):
-                raise ValueError("--precision int8 is for SyncNet-format weights (syncnet_v2, lipsync-train fit "
-                                 "--arch syncnet); this model is a small one already: use float32")
+                raise UnsupportedPrecision("--precision int8 is for SyncNet-format weights (syncnet_v2, "
+                                           "lipsync-train fit --arch syncnet); this model is a small one already: "
+                                           "use float32")
             if self.device.type != "cpu":
-                raise ValueError(f"--precision int8 runs on the CPU only, not on {device}: use --device cpu")
+                raise UnsupportedPrecision(f"--precision int8 runs on the CPU only, not on {device}: use --device cpu")
         if isinstance(net, SyncNet):
             self.fast = FastSyncNet(net).to(self.device).channels_last()
             self.lip_dtype = PRECISIONS[precision]
