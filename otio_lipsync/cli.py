@@ -20,8 +20,10 @@ from .errors import error_entry
 PRECISION = click.Choice(["float32", "bfloat16", "int8"])
 PRECISION_HELP = ("float32 keeps parity with syncnet_python. bfloat16 runs the lip tower ~1.4x faster on CPUs "
                   "with native bf16 (AVX512-BF16/AMX); confidences move by up to ~1%. int8 (SyncNet-format "
-                  "weights, CPU) runs it quantized, ~2x float32: the same offsets on the golden clips, "
+                  "weights, CPU) runs it quantized, ~1.8x float32: the same offsets on the golden clips, "
                   "confidences lower (README: Speed).")
+PRECISION_OPTION = click.option("--precision", type=PRECISION, default="float32", show_default=True,
+                                help=PRECISION_HELP)
 
 DEVICE_OPTION = click.option(
     "--device", default="cpu", show_default=True, metavar="cpu|cuda|auto",
@@ -160,7 +162,7 @@ def main(verbose, log_path):
               help="The same range in frames at 25 fps (syncnet_python's spelling; 25 = 1000 ms).")
 @click.option("--batch-size", default=16, show_default=True, help="Windows per network batch (memory grows with it).")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
-@click.option("--precision", type=PRECISION, default="float32", show_default=True, help=PRECISION_HELP)
+@PRECISION_OPTION
 @DEVICE_OPTION
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N",
@@ -383,7 +385,7 @@ def models_download(name, url, deadline):
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists (without it an existing OUT is refused).")
 @click.option("--face-cropped", is_flag=True, help="Measure as face-cropped footage (see `check --help`).")
 @click.option("--model", "model_name", metavar="NAME|PATH", default=None, help="Model for measuring (auto and residual).")
-@click.option("--precision", type=PRECISION, default="float32", show_default=True, help=PRECISION_HELP)
+@PRECISION_OPTION
 @DEVICE_OPTION
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to shift.")
 @click.option("--channel", type=int, default=None, metavar="N",
@@ -720,7 +722,7 @@ def otio_command(source, target, slip, unslip, json_path, media_root, cache_dir,
 @click.option("--slip", is_flag=True, help="Timelines: slip paired audio clips into sync in the annotated copy.")
 @click.option("--audio-stream", default=0, show_default=True, help="Index of the audio stream to analyse.")
 @click.option("--channel", type=int, default=None, metavar="N", help="Analyse channel N of that stream alone.")
-@click.option("--precision", type=PRECISION, default="float32", show_default=True, help=PRECISION_HELP)
+@PRECISION_OPTION
 @DEVICE_OPTION
 @click.option("--identity", type=click.Choice(["stat", "sha256"]), default="stat", show_default=True,
               help="What makes an input the same on a re-run: size + mtime, or its content hash.")
