@@ -23,7 +23,8 @@ from .faces.tracks import CropEvent, FaceTracker, Track, TrackOptions
 from .speakers import (UNCALIBRATED, SpeakerOptions, SpeakingModel, attribute, combine, offset_margin, runs, segments,
                        vote_windows, window_weights)
 from .speech import SpeechActivity, speech_frames, window_speech
-from .sync import SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip, usable_vshift
+from .sync import (SAMPLES_PER_FRAME, SyncEngine, SyncResult, SyncStream, audio_delay_ms, inside_clip, torch_threads,
+                   usable_vshift)
 from .verdict import calibration_for, judge
 
 FPS = media.ANALYSIS_FPS
@@ -32,7 +33,9 @@ PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeF
 
 @dataclass
 class FootageOptions:
-    detect_every: int = 2  # run the detector on every n-th frame; tracking interpolates between
+    # run the detector on every n-th frame (and on the first frame after a likely cut); tracking interpolates
+    # between. 3 keeps as many offsets and verdicts as 2 against every frame (benchmarks/bench_cadence.py)
+    detect_every: int = 3
     detector: str = "blazeface"
     tracks: TrackOptions = field(default_factory=TrackOptions)
     speakers: SpeakerOptions = field(default_factory=SpeakerOptions)
@@ -47,7 +50,9 @@ class FootageOptions:
 # A frame above TRACK_PIXELS is tracked and cropped scaled down (its 224x224 crops lose nothing a face that
 # large needs); boxes are reported in source pixels all the same. 1080p and 1440p are untouched.
 FRAME_BUFFER_BYTES = 512 * 2**20
-TRACK_PIXELS = FRAME_BUFFER_BYTES // (3 * 36)  # ~5 MP: the look-ahead plus the frames awaiting a shot decision
+SHOT_WAIT_FRAMES = 4  # frames awaiting a shot decision (ShotDetector.window) before the tracker sees them
+# ~4.4 MP: the tracker's frames plus those awaiting a shot decision
+TRACK_PIXELS = FRAME_BUFFER_BYTES // (3 * (TrackOptions().held_frames + SHOT_WAIT_FRAMES))
 
 TILE_MODES = ("auto", "always", "off")
 TILES_MIN_PX = 960  # longer side: smaller frames lose nothing to the 320 px whole-frame pass
@@ -138,8 +143,9 @@ class FootageScan:
             for frame, small in zip(data, previews):
                 frame = self._bounded(frame)
                 index = self.num_frames
+                decided = self.shots.push(index, small)
                 detections = None
-                if index % every == 0:
+                if index % every == 0 or self.shots.may_cut_at(index):  # a new shot's faces from its first frame
                     detections = self.detector.detect(small)
                     scale = np.array([frame.shape[1] / small.shape[1], frame.shape[0] / small.shape[0]])
                     for d in detections:  # preview pixels -> source pixels
@@ -148,7 +154,7 @@ class FootageScan:
                     detections = self._small_faces(index, frame, detections)
                 waiting.append((index, frame, detections))
                 self.num_frames += 1
-                events = self._track(waiting, self.shots.push(index, small))
+                events = self._track(waiting, decided)
                 if events:
                     yield "crops", events
             if self.progress:
@@ -247,14 +253,17 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
             ts.audio_fed += len(chunk)
 
     def on_crops(events: list[CropEvent]) -> None:
+        by_track: dict[int, list[CropEvent]] = {}  # each track's crops in one call: consecutive frames
         for ev in events:
-            ts = syncs.get(ev.track.id)
+            by_track.setdefault(ev.track.id, []).append(ev)
+        for tid, evs in by_track.items():
+            ts = syncs.get(tid)
             if ts is None:
-                ts = syncs[ev.track.id] = _TrackSync(ev.track, engine.stream(f"{path}#track{ev.track.id}"),
-                                                     audio_fed=ev.frame * SAMPLES_PER_FRAME)
-            ts.stream.feed_video(ev.crop[None], embed=not engine.batch_tracks)
-            ts.last_frame = ev.frame
-            feed_audio(ts, (ev.frame + 1) * SAMPLES_PER_FRAME)
+                ts = syncs[tid] = _TrackSync(evs[0].track, engine.stream(f"{path}#track{tid}"),
+                                             audio_fed=evs[0].frame * SAMPLES_PER_FRAME)
+            ts.stream.feed_video(np.stack([ev.crop for ev in evs]), embed=not engine.batch_tracks)
+            ts.last_frame = evs[-1].frame
+            feed_audio(ts, (ts.last_frame + 1) * SAMPLES_PER_FRAME)
         if engine.batch_tracks:  # on a GPU: all open tracks' windows in one batch
             engine.embed_together([ts.stream for ts in syncs.values()])
         for tid, ts in list(syncs.items()):
@@ -278,14 +287,15 @@ def analyse_footage(path: str, engine: SyncEngine, options: FootageOptions | Non
                         [max(0, scan.tracked_frames - lookahead - 1) * SAMPLES_PER_FRAME])
         audio.trim(keep_from)
 
-    for kind, data in scan:
-        if kind == "audio":
-            audio.append(data)
-            speech.feed(data)
-        else:
-            on_crops(data)
-        settle(final=False)
-    settle(final=True)
+    with torch_threads(engine.threads or engine.footage_threads):
+        for kind, data in scan:
+            if kind == "audio":
+                audio.append(data)
+                speech.feed(data)
+            else:
+                on_crops(data)
+            settle(final=False)
+        settle(final=True)
     kept = sorted(((t, results[t.id]) for t in scan.kept_tracks() if t.id in results), key=lambda tr: tr[0].first)
     if results_out is not None:
         results_out.extend(r for _, r in kept)

@@ -94,9 +94,11 @@ def make_engine(model: ModelLike = None, *, vshift: int | None = None, max_offse
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     sizes = {k: v for k, v in (("vshift", vshift), ("batch_size", batch_size)) if v is not None}
     try:
-        return SyncEngine(loaded, precision=precision, device=device, **sizes)
+        engine = SyncEngine(loaded, precision=precision, device=device, **sizes)
     except UnsupportedPrecision as exc:
         raise OptionError(str(exc), "--precision") from None
+    engine.threads = threads
+    return engine
 
 
 def make_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:

@@ -19,6 +19,7 @@ needs them is known, so memory stays flat however long the input is; only the di
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -191,6 +192,20 @@ def offset_from_dists(dists: np.ndarray, vshift: int, edges: str = "zero") -> tu
     return offset, minval, conf, mean.numpy(), fconf, fconf_filtered
 
 
+@contextmanager
+def torch_threads(count: int | None):
+    """torch's CPU threads set to `count` inside the block and put back after (None: left as they are)."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class SyncEngine:
     """One loaded network, reusable across files. `stream()` starts the analysis of one input."""
 
@@ -250,6 +265,11 @@ class SyncEngine:
         # a GPU takes one big batch for all face tracks (`embed_together`) better than one small batch each;
         # on the CPU each track's whole batches keep one shape, whose kernels oneDNN has built already
         self.batch_tracks = self.device.type != "cpu" and not self.lips and self._int8_tower is None
+        # torch threads for the model while raw footage decodes beside it, unless the caller chose (`threads`,
+        # set by make_engine): a small net's ops are too short to split, and its second thread's hand-offs took
+        # the decoder's core (1080p25: 6.5-7.0 s -> 5.2-5.6 s with one); SyncNet's convolutions want both cores
+        self.threads: int | None = None
+        self.footage_threads = 1 if self.device.type == "cpu" and not isinstance(net, SyncNet) else None
 
     def int8_lips(self) -> int8.Int8Lips | None:
         """A new stream's own int8 lip stream (it calibrates on that stream's first batch); None unless int8."""

@@ -235,3 +235,10 @@ def test_channel_picks_one_channel_of_a_multichannel_stream(runner_model, ffmpeg
     assert results[0]["confidence"] > 10 > 1 > results[1]["confidence"]
     missing = check("--face-cropped", "--model", runner_model, "--channel", "5", stereo)
     assert missing.exit_code == 2 and "has no audio channel 5" in missing.stderr
+
+
+def test_the_cli_detects_on_the_pipelines_default_cadence():
+    from otio_lipsync.cli import DETECT_EVERY
+    from otio_lipsync.footage import FootageOptions
+
+    assert DETECT_EVERY == FootageOptions().detect_every

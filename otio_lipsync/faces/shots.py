@@ -56,6 +56,11 @@ class ShotDetector:
             decided.append(self._decide(self._pending.popleft()))
         return decided
 
+    def may_cut_at(self, index: int) -> bool:
+        """Whether frame `index` (the last pushed) differs from the one before enough to start a shot: known at
+        once, where the decision (`push`) waits for the frames after it."""
+        return 0 < index == len(self.scores) and self.scores[-1] >= self.threshold
+
     def finish(self) -> list[tuple[int, bool]]:
         """Decisions for the frames still waiting (end of the stream)."""
         decided = [self._decide(i) for i in self._pending]
