@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# as the `lipsync` command sets it before torch loads (otio_lipsync/cli.py): OpenMP threads sleep between regions
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -35,7 +35,7 @@ DEVICE_OPTION = click.option(
     help="Where the network runs: auto takes a CUDA GPU when torch sees one (decoding and face detection stay "
          "on the CPU).")
 
-DETECT_EVERY = 3  # FootageOptions.detect_every (not imported here, as PRECISION; a test keeps them equal)
+DETECT_EVERY = 2  # FootageOptions.detect_every (not imported here, as PRECISION; a test keeps them equal)
 
 EXIT_OK = 0
 EXIT_FAIL = 1  # measured, but out of the --standard's tolerance
@@ -181,7 +181,7 @@ def main(verbose, log_path):
                    "and its weights placed by hand.")
 @click.option("--detect-every", default=DETECT_EVERY, show_default=True, metavar="N",
               help="Raw footage: run the face detector on every N-th frame (and after a likely cut), track in "
-                   "between. 1 is the reference's cadence, ~2x the detector time of the default.")
+                   "between. 1 is the reference's cadence, twice the detector time of the default.")
 @click.option("--min-track", default=100, show_default=True, metavar="FRAMES",
               help="Raw footage: shortest face track kept (the reference's 100; a shorter shot needs half its length).")
 @click.option("--min-face", default=40.0, show_default=True, metavar="PX", help="Raw footage: smallest face kept.")

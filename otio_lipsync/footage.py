@@ -34,8 +34,9 @@ PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeF
 @dataclass
 class FootageOptions:
     # run the detector on every n-th frame (and on the first frame after a likely cut); tracking interpolates
-    # between. 3 keeps as many offsets and verdicts as 2 against every frame (benchmarks/bench_cadence.py)
-    detect_every: int = 3
+    # between. 3 saves ~10% at 1080p but moved the house model's offsets on held-out people (tests/test_house.py:
+    # vr4_woman_blue, 3 of 6 applied shifts a frame off): its training crops were made every 2nd frame
+    detect_every: int = 2
     detector: str = "blazeface"
     tracks: TrackOptions = field(default_factory=TrackOptions)
     speakers: SpeakerOptions = field(default_factory=SpeakerOptions)
