@@ -22,6 +22,7 @@ from bench_sync import machine, write_results  # noqa: E402
 
 TIMING = """
 import sys, time, json
+import otio_lipsync.cli  # each checkout's command-line process setup, before torch loads (e.g. OMP_WAIT_POLICY)
 from otio_lipsync.pipeline import make_engine, measure, shared_detector
 engine, detector = make_engine(None), shared_detector()
 measure(sys.argv[1], engine, detector=detector)  # warm-up

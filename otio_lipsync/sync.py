@@ -267,7 +267,7 @@ class SyncEngine:
         self.batch_tracks = self.device.type != "cpu" and not self.lips and self._int8_tower is None
         # torch threads for the model while raw footage decodes beside it, unless the caller chose (`threads`,
         # set by make_engine): a small net's ops are too short to split, and its second thread's hand-offs took
-        # the decoder's core (1080p25: 6.5-7.0 s -> 5.2-5.6 s with one); SyncNet's convolutions want both cores
+        # the decoder's core (1080p25: 6.5-7.0 s -> 5.2-6.0 s with one); SyncNet's convolutions want both cores
         self.threads: int | None = None
         self.footage_threads = 1 if self.device.type == "cpu" and not isinstance(net, SyncNet) else None
 
