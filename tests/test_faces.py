@@ -101,6 +101,30 @@ def test_a_cut_ends_every_track(detector, ffmpeg_exe, tmp_path):
     assert len(tracks) >= 2
     assert all(t.last < 75 or t.first >= 75 for t in tracks)
     assert any(t.last >= 70 and t.last < 75 for t in tracks)
+    # the detector runs every 2nd frame, and on a likely cut: the new shot is tracked from its first frame (75, odd)
+    assert any(t.first == 75 for t in tracks), [(t.first, t.last) for t in tracks]
+
+
+def test_a_small_net_runs_on_one_thread_beside_the_decoder_and_threads_are_put_back(detector, stand_in_path):
+    """The house model's short ops lost more to a second torch thread's hand-offs than they gained, while the
+    decoder needs the other core; SyncNet keeps every thread (silero_vad's import had set one for the whole
+    process), and the caller's count is there again afterwards."""
+    import torch
+
+    from otio_lipsync.pipeline import make_engine, measure
+
+    before = torch.get_num_threads()
+    path = str(clip("synced_mead_m030_01.mp4"))
+
+    def threads_seen(engine) -> set[int]:
+        seen, forward = set(), engine.fast.forward_lip_runs  # the lip network of both kinds of model
+        engine.fast.forward_lip_runs = lambda *a, **k: (seen.add(torch.get_num_threads()), forward(*a, **k))[1]
+        measure(path, engine, detector=detector, duration_s=3.0)
+        assert torch.get_num_threads() == before
+        return seen
+
+    assert threads_seen(make_engine(None)) == {1}
+    assert threads_seen(make_engine(str(stand_in_path))) == {before}
 
 
 def test_shot_detector_cuts_on_a_peak_not_on_sustained_motion():
