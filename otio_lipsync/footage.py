@@ -51,7 +51,7 @@ class FootageOptions:
 # A frame above TRACK_PIXELS is tracked and cropped scaled down (its 224x224 crops lose nothing a face that
 # large needs); boxes are reported in source pixels all the same. 1080p and 1440p are untouched.
 FRAME_BUFFER_BYTES = 512 * 2**20
-SHOT_WAIT_FRAMES = 4  # frames awaiting a shot decision (ShotDetector.window) before the tracker sees them
+SHOT_WAIT_FRAMES = 4  # frames decoded, not yet tracked: a shot decision waits ShotDetector.window (2), and a margin
 # ~4.4 MP: the tracker's frames plus those awaiting a shot decision
 TRACK_PIXELS = FRAME_BUFFER_BYTES // (3 * (TrackOptions().held_frames + SHOT_WAIT_FRAMES))
 
