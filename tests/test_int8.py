@@ -53,7 +53,8 @@ def test_saturated_frames_stay_exact_in_the_first_layer(int8_engine, stand_in):
     out = torch.ops.quantized.conv2d_relu(pixels, first._packed_params, step, zero_point).dequantize()
     expected = torch.nn.functional.conv2d(windows.float() * int8.INPUT_SCALE, first.weight().dequantize(),
                                           first.bias(), stride=first.stride).relu()
-    expected = (expected / step).round().clamp(0, 127) * step
+    # the ranges come from every 4th window (here those starting on white): the others may pass them, up to 8 bits
+    expected = (expected / step).round().clamp(0, 255) * step
     assert (out - expected).abs().max() <= step * 1.01
 
 
