@@ -12,8 +12,8 @@ Activation ranges come from data: each stream runs every 4th window of its first
 observers and quantizes everything with the ranges seen there (`Int8Lips`). An activation beyond them comes
 out of a kernel with 8 bits, which the next layer's int16 pair sums could overflow; holding them to 7 bits
 (torch.clamp) was measured and lost accuracy (hdtf_kh_sync: distances 1.7% -> 3.3% off float32, median), so
-they are left as they come. No calibration set has to ship beside user weights, and a file's result never depends on
-which files went before it in a process.
+they are left as they come. No calibration set has to ship beside user weights, and a file's result never
+depends on which files went before it in a process.
 """
 
 from __future__ import annotations

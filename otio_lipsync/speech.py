@@ -32,16 +32,14 @@ class SpeechModelUnavailable(LipsyncError):
 def _model():
     import warnings
 
-    import torch
+    from .sync import torch_threads
 
-    threads = torch.get_num_threads()
     try:
-        from silero_vad import load_silero_vad
+        # silero_vad sets torch to one thread for the whole process when imported: SyncNet then ran on one core
+        with torch_threads(None):
+            from silero_vad import load_silero_vad
     except ImportError as exc:  # pragma: no cover - a dependency of the package
         raise SpeechModelUnavailable() from exc
-    finally:
-        # silero_vad sets torch to one thread for the whole process when imported: SyncNet then ran on one core
-        torch.set_num_threads(threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load's notice: the wheel ships TorchScript
         return load_silero_vad()

@@ -194,16 +194,16 @@ def offset_from_dists(dists: np.ndarray, vshift: int, edges: str = "zero") -> tu
 
 @contextmanager
 def torch_threads(count: int | None):
-    """torch's CPU threads set to `count` inside the block and put back after (None: left as they are)."""
+    """torch's CPU threads set to `count` inside the block (None: left as they are), and as they were after it,
+    whatever the block did to them."""
     before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
+    if count is not None and count != before:
+        torch.set_num_threads(count)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 class SyncEngine:
