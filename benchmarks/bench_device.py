@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +33,8 @@ def main():
                     help="names or files (default: the house model and syncnet_v2-format stand-in weights)")
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[16, 64])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--loops", type=int, default=1,
+                    help="play the clip this many times end to end (a GPU needs more than 8 s to fill its batches)")
     ap.add_argument("--scene", type=Path, default=REPO.parent / "shared" / "data" / "clips" /
                     "multi_avobjects_cnn_panel_01.mp4", help="raw multi-speaker footage for the tracks rows")
     ap.add_argument("--scene-seconds", type=float, default=8.0, help="how much of the scene to analyse")
@@ -43,9 +46,12 @@ def main():
 
     device = resolve_device(args.device)
     frames, audio = media.read_all(str(args.clip))
+    if args.loops > 1:  # whole 40 ms frames of audio per video frame, so the loops stay in step
+        audio = audio[:len(frames) * 640]
+        frames, audio = np.concatenate([frames] * args.loops), np.concatenate([audio] * args.loops)
     duration = len(frames) / 25.0
     results = {"machine": machine(), "device": device, "date": time.strftime("%Y-%m-%d"), "clip": args.clip.name,
-               "seconds": duration, "rows": []}
+               "loops": args.loops, "seconds": duration, "rows": []}
     if device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name(torch.device(device))
     for name in args.models:
@@ -107,8 +113,9 @@ def scene_rows(args, device: str) -> list[dict]:
 def markdown(r: dict) -> str:
     m = r["machine"]
     where = r.get("gpu") or f"{m['cpu']}, {m['cores']} cores"
+    looped = f", the clip played {r['loops']} times" if r.get("loops", 1) > 1 else ""
     lines = [f"# SyncNet stage on {r['device']} ({r['date']})", "",
-             f"{where}; torch {m['torch']}. `{r['clip']}` ({r['seconds']:.1f} s), decoded once, model loaded; "
+             f"{where}; torch {m['torch']}. `{r['clip']}` ({r['seconds']:.1f} s{looped}), decoded once, model loaded; "
              "best of runs. `python benchmarks/bench_device.py`", "",
              "| model | batch | precision | windows/s | x real time | offset |", "|---|---|---|---|---|---|"]
     for row in r["rows"]:

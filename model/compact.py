@@ -28,7 +28,7 @@ _BGR_TO_GREY = (0.114, 0.587, 0.299)
 def mouth_frames(crops: torch.Tensor) -> torch.Tensor:
     """uint8 (T, 224, 224, 3) BGR crops -> uint8 (T, 48, 80) grey lower faces."""
     region = crops[:, MOUTH_ROWS[0]:MOUTH_ROWS[1], MOUTH_COLS[0]:MOUTH_COLS[1]].float()
-    w = torch.tensor(_BGR_TO_GREY)
+    w = torch.tensor(_BGR_TO_GREY, device=crops.device)
     grey = (region * w).sum(-1)
     small = nn.functional.avg_pool2d(grey[:, None], 2)[:, 0]
     return small.round_().clamp_(0, 255).to(torch.uint8)

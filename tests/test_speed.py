@@ -106,3 +106,18 @@ def test_tracks_batched_together_give_the_same_answer():
     for a, b in zip(per_track, together):
         assert a.offset_frames == b.offset_frames
         np.testing.assert_allclose(b.dists, a.dists, rtol=1e-4, atol=1e-5)
+
+
+def test_the_networks_keep_every_tensor_on_the_device_they_are_given():
+    """On CUDA the house model once failed at its first batch: the grey-conversion weights were made on the
+    CPU (found on a lent H200). PyTorch's `meta` device checks the same thing here: any tensor a forward pass
+    makes without the input's device is on the CPU and mixing it in raises."""
+    from otio_lipsync.pipeline import load_model
+
+    net = load_model("house").net.to("meta").eval()
+    crops = torch.zeros(1, 3, 9, 224, 224, dtype=torch.uint8, device="meta")  # 9 frames: 5 windows
+    with torch.no_grad():
+        assert net.forward_lip_runs([crops, crops]).device.type == "meta"
+        assert net.forward_lip(torch.zeros(2, 3, 5, 224, 224, device="meta")).shape[0] == 2
+        rows = {"mfcc13": 13, "logmel26": 26}[net.audio_feature]
+        assert net.forward_aud(torch.zeros(4, 1, rows, net.audio_columns, device="meta")).device.type == "meta"
