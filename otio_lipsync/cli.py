@@ -23,10 +23,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # the names are sync.PRECISIONS' (not imported here: --help stays fast without torch; a test keeps them equal)
 PRECISION = click.Choice(["float32", "bfloat16", "int8"])
-PRECISION_HELP = ("float32 keeps parity with syncnet_python. bfloat16 runs the lip tower ~1.4x faster on CPUs "
+PRECISION_HELP = ("float32 keeps parity with syncnet_python. bfloat16 runs the lip tower ~1.5-1.8x faster on CPUs "
                   "with native bf16 (AVX512-BF16/AMX); confidences move by up to ~1%. int8 (SyncNet-format "
-                  "weights, CPU) runs it quantized, ~1.8x float32: the same offsets on the golden clips, "
-                  "confidences lower (README: Speed).")
+                  "weights, CPU) runs it quantized, ~3x float32 on CPUs with VNNI (~1.6x without): the same "
+                  "offsets on the golden clips, confidences lower (README: Speed).")
 PRECISION_OPTION = click.option("--precision", type=PRECISION, default="float32", show_default=True,
                                 help=PRECISION_HELP)
 
