@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .audio import FEATURES
+
 MOUTH_ROWS = (80, 176)  # of the 224x224 reference crop
 MOUTH_COLS = (32, 192)
 MOUTH_SIZE = ((MOUTH_ROWS[1] - MOUTH_ROWS[0]) // 2, (MOUTH_COLS[1] - MOUTH_COLS[0]) // 2)  # (48, 80)
@@ -59,7 +61,7 @@ class CompactSyncNet(nn.Module):
         # fewer weights to memorise a few dozen faces with; dropout: on both heads' inputs, training only
         self.pooled, self.dropout = pooled, dropout
         self.audio_feature, self.audio_columns, self.normalize = audio_feature, audio_columns, normalize
-        rows = {"mfcc13": 13, "logmel26": 26}[audio_feature]
+        rows = FEATURES[audio_feature][0]
         h, w = MOUTH_SIZE
         self.lip_tower = nn.Sequential(
             *_block(FRAMES_PER_WINDOW, 32, 5, 2),  # 24x40

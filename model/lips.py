@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .audio import FEATURES as AUDIO_FEATURES
 from .compact import FRAMES_PER_WINDOW, _block
 
 LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409]
@@ -104,7 +105,7 @@ class LipsSyncNet(nn.Module):
             nn.Linear(hidden, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
         )
         self.lip_out = nn.Linear(256, embedding_dim)
-        rows = {"mfcc13": 13, "logmel26": 26}[audio_feature]
+        rows = AUDIO_FEATURES[audio_feature][0]
         self.audio_norm = nn.BatchNorm2d(1)
         self.audio_tower = nn.Sequential(
             *_block(1, 32, 3, 1),

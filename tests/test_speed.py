@@ -112,6 +112,7 @@ def test_the_networks_keep_every_tensor_on_the_device_they_are_given():
     """On CUDA the house model once failed at its first batch: the grey-conversion weights were made on the
     CPU (found on a lent H200). PyTorch's `meta` device checks the same thing here: any tensor a forward pass
     makes without the input's device is on the CPU and mixing it in raises."""
+    from otio_lipsync.model.audio import FEATURES
     from otio_lipsync.pipeline import load_model
 
     net = load_model("house").net.to("meta").eval()
@@ -119,5 +120,5 @@ def test_the_networks_keep_every_tensor_on_the_device_they_are_given():
     with torch.no_grad():
         assert net.forward_lip_runs([crops, crops]).device.type == "meta"
         assert net.forward_lip(torch.zeros(2, 3, 5, 224, 224, device="meta")).shape[0] == 2
-        rows = {"mfcc13": 13, "logmel26": 26}[net.audio_feature]
+        rows = FEATURES[net.audio_feature][0]
         assert net.forward_aud(torch.zeros(4, 1, rows, net.audio_columns, device="meta")).device.type == "meta"
