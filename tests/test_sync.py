@@ -3,6 +3,8 @@ answer is known (the real-footage side is in test_parity.py and test_house.py)."
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,20 @@ def test_a_narrowed_result_is_the_middle_of_the_wide_one():
     assert (narrow.vshift, narrow.offset_frames, narrow.dists.shape) == (20, 4, (120, 41))
     assert narrow.offset_frames == offset_from_dists(d[:, 5:46], 20, "valid")[0]
     assert result.narrowed(25) is result
+
+
+def test_the_framewise_median_filter_equals_scipys_medfilt():
+    """syncnet_python smooths framewise confidence with scipy.signal.medfilt; ours is numpy's (importing
+    scipy.signal cost every process ~0.6 s) and must give the same values, short and empty inputs included."""
+    import scipy.signal
+
+    from otio_lipsync.sync import MEDFILT_KERNEL, median_filter
+
+    rng = np.random.default_rng(0)
+    for n in (1, 4, MEDFILT_KERNEL, 10, 250):
+        values = rng.normal(size=n).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns when the kernel is longer than the input
+            expected = scipy.signal.medfilt(values, kernel_size=MEDFILT_KERNEL)
+        np.testing.assert_array_equal(median_filter(values, MEDFILT_KERNEL), expected)
+    assert median_filter(np.zeros(0, np.float32), MEDFILT_KERNEL).shape == (0,)
