@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.fftpack import dct
 
 SAMPLE_RATE = 16000
 FRAME_LEN = 400  # 25 ms
@@ -51,6 +50,27 @@ _FBANK_T = _filterbank().T
 _LIFT = 1 + (CEP_LIFTER / 2.0) * np.sin(np.pi * np.arange(NUM_CEPS) / CEP_LIFTER)
 
 
+def _dct_basis(n: int, rows: int) -> np.ndarray:
+    k, m = np.arange(rows)[:, None], np.arange(n)[None, :]
+    basis = np.cos(np.pi * k * (2 * m + 1) / (2 * n)) * math.sqrt(2.0 / n)
+    basis[0] /= math.sqrt(2.0)
+    return basis
+
+
+_DCT_T = _dct_basis(NUM_FILTERS, NUM_CEPS).T
+
+
+def dct_ortho(x: np.ndarray, rows: int = NUM_CEPS) -> np.ndarray:
+    """scipy.fftpack.dct(x, type=2, axis=1, norm="ortho")[:, :rows] for (n, NUM_FILTERS) float64, equal to
+    ~1e-13 (tested against it and python_speech_features' golden MFCCs), without importing scipy (~0.2 s of
+    every process). Rows past the first are taken of x minus its mean (their basis sums to zero), so a
+    constant frame (silence at the floor) gives exact zeros, as in the golden MFCCs."""
+    mean = x.mean(axis=1, keepdims=True)
+    out = (x - mean) @ _DCT_T[:, :rows]
+    out[:, 0] = mean[:, 0] * math.sqrt(x.shape[1])
+    return out
+
+
 def _log_fbank(pspec: np.ndarray) -> np.ndarray:
     feat = np.dot(pspec, _FBANK_T)
     return np.log(np.where(feat == 0, _EPS, feat))
@@ -66,7 +86,7 @@ def _frames_to_mfcc(frames: np.ndarray) -> np.ndarray:
     pspec = np.square(np.absolute(np.fft.rfft(frames, NFFT))) / NFFT
     energy = np.sum(pspec, 1)
     energy = np.where(energy == 0, _EPS, energy)
-    feat = dct(_log_fbank(pspec), type=2, axis=1, norm="ortho")[:, :NUM_CEPS]
+    feat = dct_ortho(_log_fbank(pspec))
     feat = feat * _LIFT
     feat[:, 0] = np.log(energy)
     return feat

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d
 
 from .sync import best_offset, inside_clip, mean_curve
 from .verdict import evidence
@@ -49,10 +48,19 @@ class SpeakerOptions:
     speech_threshold: float = 0.5  # silero VAD's own default
 
 
+def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter1d(values, sigma, mode="nearest") for 1-D float64 values (its kernel, 4 sigma
+    each side; to ~1e-15, tested), without importing scipy (~0.2 s of every process)."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / (sigma * sigma) * x * x)
+    return np.convolve(np.pad(values, radius, mode="edge"), kernel / kernel.sum(), mode="valid")
+
+
 def _vote_probability(framewise_conf: np.ndarray, opts: VoteOptions) -> np.ndarray:
     if len(framewise_conf) == 0:
         return np.zeros(0)
-    smooth = gaussian_filter1d(np.asarray(framewise_conf, dtype=np.float64), opts.sigma_frames, mode="nearest")
+    smooth = gaussian_smooth(np.asarray(framewise_conf, dtype=np.float64), opts.sigma_frames)
     return 1.0 / (1.0 + np.exp(-(smooth - opts.bias) / opts.scale))
 
 
@@ -204,7 +212,7 @@ class SpeakingModel:
         m = np.asarray(margin, dtype=np.float64)
         if len(m) == 0:
             return np.zeros(0), np.zeros(0)
-        z = gaussian_filter1d(m, self.sigma_frames, mode="nearest")
+        z = gaussian_smooth(m, self.sigma_frames)
         return z, z - np.median(m)
 
     def probability(self, z: np.ndarray, lead: np.ndarray) -> np.ndarray:

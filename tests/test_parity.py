@@ -48,6 +48,21 @@ def test_mfcc_equals_golden(golden, name):
     np.testing.assert_allclose(ours, g["mfcc"], rtol=1e-12, atol=1e-12)
 
 
+def test_dct_equals_scipys_and_gives_exact_zeros_on_a_constant_frame():
+    """The MFCC's DCT is numpy's (importing scipy cost every process ~0.2 s); python_speech_features uses
+    scipy.fftpack.dct. Silence at the log floor is a constant frame: the golden MFCCs hold 0.0 there, and ours
+    are exact zeros too (an uncentred matrix product left ~1e-12, past the golden test's tolerance)."""
+    import scipy.fftpack
+
+    from otio_lipsync.model.audio import NUM_FILTERS, dct_ortho
+
+    x = np.random.default_rng(3).normal(size=(400, NUM_FILTERS)) * 12 - 20
+    x[:5] = np.log(np.finfo(float).eps)
+    expected = scipy.fftpack.dct(x, type=2, axis=1, norm="ortho")[:, :13]
+    np.testing.assert_allclose(dct_ortho(x), expected, rtol=0, atol=1e-12)
+    assert (dct_ortho(x)[:5, 1:] == 0).all()
+
+
 def test_streaming_mfcc_equals_whole_signal(golden):
     audio = golden("hdtf_kh_sync")["audio"]
     whole = mfcc(audio)
