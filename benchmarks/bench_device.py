@@ -43,11 +43,12 @@ def main():
 
     from otio_lipsync import media
     from otio_lipsync.pipeline import load_model, make_engine, resolve_device
+    from otio_lipsync.sync import SAMPLES_PER_FRAME
 
     device = resolve_device(args.device)
     frames, audio = media.read_all(str(args.clip))
     if args.loops > 1:  # whole 40 ms frames of audio per video frame, so the loops stay in step
-        audio = audio[:len(frames) * 640]
+        audio = audio[:len(frames) * SAMPLES_PER_FRAME]
         frames, audio = np.concatenate([frames] * args.loops), np.concatenate([audio] * args.loops)
     duration = len(frames) / 25.0
     results = {"machine": machine(), "device": device, "date": time.strftime("%Y-%m-%d"), "clip": args.clip.name,
