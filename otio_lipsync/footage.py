@@ -131,8 +131,9 @@ class FootageScan:
         previews = None
         # frames decoded but not yet tracked: a frame's shot decision needs a few frames after it
         waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
+        # frames stay in their YUV planes (media.Picture) where they can: the tracker converts only its crops
         chunks = media.decode(self.path, audio_stream=self.audio_stream, info_out=out, preview=PREVIEW_PX,
-                              channel=self.channel, start_s=self.start_s, duration_s=self.duration_s)
+                              channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True)
         for kind, data in media.prefetched(chunks):  # decoding runs ahead on the other core
             self.info = out.get("info")
             if kind == "audio":
@@ -174,6 +175,9 @@ class FootageScan:
             return frame
         from PIL import Image
 
+        if isinstance(frame, media.Picture):
+            frame = frame.bgr()
+
         size = (max(1, int(w * self.track_scale)), max(1, int(h * self.track_scale)))
         return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
@@ -192,7 +196,8 @@ class FootageScan:
         self.tiled_frames += 1
         # between probes, only the tiles where small faces were last found (a whole tiled pass is ~8 detections)
         probe = mode == "always" or index % PROBE_FRAMES == 0 or not active
-        tiles = detect_tiles(self.detector, frame, bgr=True, near=None if probe else self._small_boxes)
+        image = frame.bgr() if isinstance(frame, media.Picture) else frame
+        tiles = detect_tiles(self.detector, image, bgr=True, near=None if probe else self._small_boxes)
 
         def missed(d) -> bool:  # small, and not a part of a face the whole frame already has
             return d.size < 0.3 * TILE_PX and not any(_holds(f.box, d.box) for f in found)

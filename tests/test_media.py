@@ -136,3 +136,47 @@ def test_memory_holds_only_what_later_distances_need(engine, golden):
     limit = 2 * (4 * engine.batch_size + 2 * engine.vshift + 10)
     assert max(held) <= limit < 2 * len(frames)
     assert stream.finish().offset_frames == 0
+
+
+def _decoded_pictures(path) -> list:
+    return [image for kind, chunk in media.decode(str(path), pictures=True) if kind == "video" for image in chunk]
+
+
+@pytest.mark.parametrize("tags", [[], ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]],
+                         ids=["untagged", "bt709"])
+def test_pictures_hold_their_frames_and_crop_like_the_bgr_frames(ffmpeg_exe, tmp_path, tags):
+    """The raw-footage path keeps frames in their YUV planes and converts only the crops: the same frames as
+    the BGR path, held safely to the end of the decode, and crops within about a level of cropping BGR."""
+    from otio_lipsync.faces.tracks import PAD_VALUE, crop_face
+
+    src = tmp_path / "clip.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_hdtf_katie_hill_01.mp4")), "-t", "2", "-c:v", "libx264",
+               "-preset", "ultrafast", *tags, "-c:a", "copy", str(src))
+    frames, _ = media.read_all(str(src))
+    pictures = _decoded_pictures(src)
+    assert len(pictures) == len(frames) and all(isinstance(p, media.Picture) for p in pictures)
+    for picture, frame in zip(pictures, frames):  # none overwritten by later frames while held
+        assert picture.shape == frame.shape
+        np.testing.assert_array_equal(picture.bgr(), frame)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for picture, frame in zip(pictures[::5], frames[::5]):
+        cx, cy, s = rng.uniform(150, 360), rng.uniform(120, 300), rng.uniform(40, 110)
+        diffs.append(crop_face(picture, cx, cy, s).astype(int) - crop_face(frame, cx, cy, s))
+    diffs = np.stack(diffs)
+    bias = np.abs(diffs.mean(axis=(0, 1, 2)))  # per channel: the colour matrix is the one swscale used
+    assert np.abs(diffs).mean() < 1.0 and np.percentile(np.abs(diffs), 99) <= 4 and bias.max() < 0.5, bias
+    corner = crop_face(pictures[0], 5.0, 5.0, 60.0)  # off the frame: the reference's grey, exactly
+    assert corner.shape == (224, 224, 3) and (corner[:20, :20] == PAD_VALUE).all()
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuvj420p", "yuv444p"])
+def test_frames_pictures_cannot_hold_come_as_bgr(ffmpeg_exe, tmp_path, pix_fmt):
+    """Full range and other layouts take swscale's conversion, as before: the same frames either way."""
+    src = tmp_path / f"{pix_fmt}.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(reference_input("hdtf_kh_sync")), "-t", "1", "-c:v", "libx264",
+               "-preset", "ultrafast", "-pix_fmt", pix_fmt, "-c:a", "copy", str(src))
+    frames, _ = media.read_all(str(src))
+    images = _decoded_pictures(src)
+    assert all(isinstance(image, np.ndarray) for image in images)
+    np.testing.assert_array_equal(np.stack(images), frames)

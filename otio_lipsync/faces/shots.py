@@ -39,7 +39,9 @@ class ShotDetector:
     def _hsv_thumbnail(rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
         size = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
-        hsv = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR).convert("HSV"), dtype=np.int16)
+        # reducing_gap: a box reduction by a whole factor first, then bilinear (half the time; within ~1 level)
+        thumb = Image.fromarray(rgb).resize(size, Image.BILINEAR, reducing_gap=1.0)
+        hsv = np.asarray(thumb.convert("HSV"), dtype=np.int16)
         hsv[..., 0] = hsv[..., 0] * 180 // 256  # PIL's hue is 0-255, OpenCV's (PySceneDetect's scale) 0-179
         return hsv
 

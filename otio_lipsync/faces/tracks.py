@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..media import Picture
 from .detectors import Detection
 
 CROP_SIZE = 224
@@ -58,19 +59,22 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def crop_face(frame_bgr: np.ndarray, cx: float, cy: float, s: float, crop_scale: float = 0.4) -> np.ndarray:
-    """The reference crop around centre (cx, cy) with half-size s, as 224x224x3 uint8."""
-    h, w = frame_bgr.shape[:2]
+def crop_face(frame, cx: float, cy: float, s: float, crop_scale: float = 0.4) -> np.ndarray:
+    """The reference crop around centre (cx, cy) with half-size s, as 224x224x3 uint8 BGR. `frame`: a BGR image,
+    or a media.Picture (its YUV planes: only the crop is converted)."""
     pad = int(s * (1 + 2 * crop_scale))
     my, mx = cy + pad, cx + pad  # coordinates in the padded frame, as the reference
     top, bottom = int(my - s), int(my + s * (1 + 2 * crop_scale))
     left, right = int(mx - s * (1 + crop_scale)), int(mx + s * (1 + crop_scale))
+    if isinstance(frame, Picture):
+        return frame.resized_window(top - pad, bottom - pad, left - pad, right - pad, CROP_SIZE, PAD_VALUE)
+    h, w = frame.shape[:2]
     out = np.full((max(1, bottom - top), max(1, right - left), 3), PAD_VALUE, np.uint8)
     # the part of the padded-frame window that lies on the real frame
     sy0, sy1 = max(top - pad, 0), min(bottom - pad, h)
     sx0, sx1 = max(left - pad, 0), min(right - pad, w)
     if sy1 > sy0 and sx1 > sx0:
-        out[sy0 + pad - top:sy1 + pad - top, sx0 + pad - left:sx1 + pad - left] = frame_bgr[sy0:sy1, sx0:sx1]
+        out[sy0 + pad - top:sy1 + pad - top, sx0 + pad - left:sx1 + pad - left] = frame[sy0:sy1, sx0:sx1]
     # bilinear without antialiasing, half-pixel centres: what cv2.resize(INTER_LINEAR) computes. Channels-last
     # in and out (the arrays' own layout): the crop comes back contiguous, with no copy to make it so
     t = torch.from_numpy(out)[None].float().permute(0, 3, 1, 2)
@@ -137,7 +141,7 @@ class CropEvent:
 
 
 class FaceTracker:
-    """push(frame index, BGR frame, detections or None, new_shot) -> crops that became final."""
+    """push(frame index, BGR frame (or media.Picture), detections or None, new_shot) -> crops that became final."""
 
     def __init__(self, options: TrackOptions | None = None):
         self.options = options or TrackOptions()
