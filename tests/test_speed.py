@@ -3,6 +3,8 @@ close-ups. Speeds themselves are measured in benchmarks/, not asserted here."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import numpy as np
@@ -56,6 +58,22 @@ def test_prefetched_holds_at_most_max_bytes_ahead():
     threading.Event().wait(0.3)  # let the producer run as far as the bound allows
     assert len(produced) <= 1 + 3 + 1  # the one taken, three waiting, one blocked on the bound
     assert len(list(it)) == 19
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are set on Linux only")
+def test_decoding_runs_at_a_lower_priority_than_the_analysis_and_leaves_it_alone():
+    """The consumer is the pipeline's slower side: the decoding thread (and FFmpeg's frame threads, started from
+    it) yield to it. The consumer's own priority is untouched."""
+    seen = []
+
+    def chunks():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        yield "audio", np.zeros(10, np.int16)
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert len(list(media.prefetched(chunks()))) == 1
+    assert seen == [min(19, mine + media.DECODE_NICE)] and (seen[0] > mine or mine == 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
 def test_device_auto_takes_the_cpu_here_and_a_missing_gpu_is_one_clear_error(tmp_path):
