@@ -195,9 +195,15 @@ class Picture:
         top2, bottom2, left2, right2 = top // 2, (bottom + 1) // 2, left // 2, (right + 1) // 2
         uv = _resize_planes([_window(cb, top2, bottom2, left2, right2, 128),
                              _window(cr, top2, bottom2, left2, right2, 128)], size)
-        yuv = torch.cat([y - 16.0, uv - 128.0]).reshape(3, -1)
-        bgr = torch.from_numpy(self.matrix) @ yuv - SWSCALE_LOW
-        return bgr.T.reshape(size, size, 3).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        luma_part = (y[0] - 16.0) * float(self.matrix[0, 0]) - SWSCALE_LOW
+        u, v = uv[0] - 128.0, uv[1] - 128.0
+        bgr = torch.empty(size, size, 3)  # written channel by channel: the crop comes out contiguous, as the BGR path's
+        for channel, (_, from_u, from_v) in enumerate(self.matrix.tolist()):
+            out = bgr[..., channel]
+            torch.add(luma_part, u, alpha=from_u, out=out) if from_u else out.copy_(luma_part)
+            if from_v:
+                out.add_(v, alpha=from_v)
+        return bgr.round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def _window(plane: np.ndarray, top: int, bottom: int, left: int, right: int, fill: float) -> np.ndarray:
