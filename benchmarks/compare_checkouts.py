@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--file", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--name", default="checkouts_cpu", help="results file name (without .json / .md)")
     args = ap.parse_args()
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "file": args.file.name, "runs": {}}
     for side, checkout in (("before", args.before), ("after", args.after)):
@@ -53,7 +54,7 @@ def main():
                                  capture_output=True, text=True, check=True, cwd=checkout)
             results["runs"][side]["rounds"].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(side, results["runs"][side]["rounds"][-1], flush=True)
-    write_results(args.out, "checkouts_cpu", results, markdown(results))
+    write_results(args.out, args.name, results, markdown(results))
 
 
 def markdown(r: dict) -> str:
