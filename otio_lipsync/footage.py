@@ -173,12 +173,11 @@ class FootageScan:
             self.tracker.options = replace(opts, min_face_px=opts.min_face_px * self.track_scale)
         if self.track_scale == 1.0:
             return frame
+        size = (max(1, int(w * self.track_scale)), max(1, int(h * self.track_scale)))
+        if isinstance(frame, media.Picture):
+            return frame.bgr(size)  # scaled and converted in one swscale pass
         from PIL import Image
 
-        if isinstance(frame, media.Picture):
-            frame = frame.bgr()
-
-        size = (max(1, int(w * self.track_scale)), max(1, int(h * self.track_scale)))
         return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
     def _small_faces(self, index: int, frame: np.ndarray, found: list) -> list:

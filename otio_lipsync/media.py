@@ -154,6 +154,7 @@ SWSCALE_LOW = 1.25
 _COLORSPACE_BT709 = 1
 _COLORSPACES_BT601 = (2, 5, 6)  # unspecified, BT.470BG, SMPTE 170M (FFmpeg's AVColorSpace values)
 _RANGE_FULL = 2
+_BGR_FORMAT = threading.local()
 
 
 class Picture:
@@ -179,8 +180,14 @@ class Picture:
         return (frame.format.name == "yuv420p" and frame.color_range != _RANGE_FULL
                 and (frame.colorspace == _COLORSPACE_BT709 or frame.colorspace in _COLORSPACES_BT601))
 
-    def bgr(self) -> np.ndarray:
-        return self.frame.to_ndarray(format="bgr24")
+    def bgr(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The whole BGR image (swscale, as the BGR path), or scaled to size=(w, h) in the same pass."""
+        reformatter = getattr(_BGR_FORMAT, "reformatter", None)
+        if reformatter is None:  # one swscale context per thread, kept: a new one per call cost more than the work
+            reformatter = _BGR_FORMAT.reformatter = VideoReformatter()
+        width, height = size if size else (None, None)
+        return reformatter.reformat(self.frame, width=width, height=height, format="bgr24",
+                                    interpolation="AREA" if size else None, threads=SWS_THREADS).to_ndarray()
 
     def resized_window(self, top: int, bottom: int, left: int, right: int, size: int, fill: int) -> np.ndarray:
         """Rows [top, bottom) and columns [left, right) of the BGR image (grey `fill` where they leave the frame),
@@ -494,7 +501,7 @@ def _lower_this_threads_priority(steps: int) -> None:
         pass
 
 
-PREFETCH_BYTES = 64 * 2**20  # decoded chunks waiting for the consumer: ~10 frames of 1080p, 25 chunks of crops
+PREFETCH_BYTES = 64 * 2**20  # decoded chunks waiting for the consumer: ~20 1080p pictures (10 as BGR), 25 chunks of crops
 
 
 def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFETCH_BYTES
