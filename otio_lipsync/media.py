@@ -198,10 +198,10 @@ class Picture:
 
         luma, cb, cr = self.planes
         fill_y = 16.0 + (fill + SWSCALE_LOW) / self.matrix[0, 0]  # converts to grey `fill` exactly; chroma 128
-        y = _resize_planes([_window(luma, top, bottom, left, right, fill_y)], size)
+        y = _resize_planes([padded_window(luma, top, bottom, left, right, fill_y)], size)
         top2, bottom2, left2, right2 = top // 2, (bottom + 1) // 2, left // 2, (right + 1) // 2
-        uv = _resize_planes([_window(cb, top2, bottom2, left2, right2, 128),
-                             _window(cr, top2, bottom2, left2, right2, 128)], size)
+        uv = _resize_planes([padded_window(cb, top2, bottom2, left2, right2, 128),
+                             padded_window(cr, top2, bottom2, left2, right2, 128)], size)
         luma_part = (y[0] - 16.0) * float(self.matrix[0, 0]) - SWSCALE_LOW
         u, v = uv[0] - 128.0, uv[1] - 128.0
         bgr = torch.empty(size, size, 3)  # written channel by channel: the crop comes out contiguous, as the BGR path's
@@ -213,15 +213,16 @@ class Picture:
         return bgr.round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def _window(plane: np.ndarray, top: int, bottom: int, left: int, right: int, fill: float) -> np.ndarray:
-    """plane[top:bottom, left:right], `fill` where that leaves the plane (a view when it does not)."""
-    h, w = plane.shape
+def padded_window(image: np.ndarray, top: int, bottom: int, left: int, right: int, fill: float) -> np.ndarray:
+    """image[top:bottom, left:right] (a plane, or H x W x C), `fill` where that leaves the image: a view when it
+    does not, else a float32 copy (the crops resize in float32 anyway)."""
+    h, w = image.shape[:2]
     if top >= 0 and left >= 0 and bottom <= h and right <= w and bottom > top and right > left:
-        return plane[top:bottom, left:right]
-    out = np.full((max(1, bottom - top), max(1, right - left)), fill, np.float32)
+        return image[top:bottom, left:right]
+    out = np.full((max(1, bottom - top), max(1, right - left), *image.shape[2:]), fill, np.float32)
     y0, y1, x0, x1 = max(top, 0), min(bottom, h), max(left, 0), min(right, w)
     if y1 > y0 and x1 > x0:
-        out[y0 - top:y1 - top, x0 - left:x1 - left] = plane[y0:y1, x0:x1]
+        out[y0 - top:y1 - top, x0 - left:x1 - left] = image[y0:y1, x0:x1]
     return out
 
 

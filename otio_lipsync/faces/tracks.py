@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..media import Picture
+from ..media import Picture, padded_window
+from ..sync import median_filter
 from .detectors import Detection
 
 CROP_SIZE = 224
@@ -68,26 +69,12 @@ def crop_face(frame, cx: float, cy: float, s: float, crop_scale: float = 0.4) ->
     left, right = int(mx - s * (1 + crop_scale)), int(mx + s * (1 + crop_scale))
     if isinstance(frame, Picture):
         return frame.resized_window(top - pad, bottom - pad, left - pad, right - pad, CROP_SIZE, PAD_VALUE)
-    h, w = frame.shape[:2]
-    out = np.full((max(1, bottom - top), max(1, right - left), 3), PAD_VALUE, np.uint8)
-    # the part of the padded-frame window that lies on the real frame
-    sy0, sy1 = max(top - pad, 0), min(bottom - pad, h)
-    sx0, sx1 = max(left - pad, 0), min(right - pad, w)
-    if sy1 > sy0 and sx1 > sx0:
-        out[sy0 + pad - top:sy1 + pad - top, sx0 + pad - left:sx1 + pad - left] = frame[sy0:sy1, sx0:sx1]
+    out = padded_window(frame, top - pad, bottom - pad, left - pad, right - pad, PAD_VALUE)
     # bilinear without antialiasing, half-pixel centres: what cv2.resize(INTER_LINEAR) computes. Channels-last
     # in and out (the arrays' own layout): the crop comes back contiguous, with no copy to make it so
     t = torch.from_numpy(out)[None].float().permute(0, 3, 1, 2)
     t = torch.nn.functional.interpolate(t, size=(CROP_SIZE, CROP_SIZE), mode="bilinear", align_corners=False)
     return t.permute(0, 2, 3, 1)[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
-
-
-def _median_smooth(values: np.ndarray) -> np.ndarray:
-    if len(values) < 2:
-        return values.copy()
-    half = MEDIAN_FRAMES // 2
-    padded = np.pad(values, (half, half), mode="edge")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, MEDIAN_FRAMES), axis=1)
 
 
 @dataclass
@@ -125,7 +112,7 @@ class Track:
         grid = np.arange(lo, hi + 1)
         columns = ((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
                    np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2)
-        params = np.stack([_median_smooth(np.interp(grid, det[i0:i1], v)) for v in columns], 1)
+        params = np.stack([median_filter(np.interp(grid, det[i0:i1], v), MEDIAN_FRAMES, "edge") for v in columns], 1)
         keep = (grid >= start) & (grid <= upto)
         return grid[keep], params[keep]
 
