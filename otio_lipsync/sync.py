@@ -194,13 +194,13 @@ def offset_from_dists(dists: np.ndarray, vshift: int, edges: str = "zero") -> tu
     return offset, minval, conf, mean.numpy(), fconf, fconf_filtered
 
 
-def median_filter(values: np.ndarray, kernel: int, mode: str = "constant") -> np.ndarray:
-    """Running median of 1-D values over `kernel` samples. mode is np.pad's for the ends: "constant" (zeros beyond
-    both ends) is scipy.signal.medfilt(values, kernel), equal to it value for value (tested; importing
-    scipy.signal cost every `lipsync` process ~0.6 s for this one call); "edge" repeats the end values."""
+def median_filter(values: np.ndarray, kernel: int) -> np.ndarray:
+    """scipy.signal.medfilt(values, kernel) for 1-D values (zeros beyond both ends), equal to it value for value
+    (tested): importing scipy.signal cost every `lipsync` process ~0.6 s for this one call."""
     if len(values) == 0:
         return values.copy()
-    padded = np.pad(values, kernel // 2, mode=mode)
+    half = kernel // 2
+    padded = np.concatenate([np.zeros(half, values.dtype), values, np.zeros(half, values.dtype)])
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel), axis=1)
 
 
