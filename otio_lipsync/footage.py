@@ -124,6 +124,7 @@ class FootageScan:
         self.tiled_frames = 0  # frames detected on tiles (cost, reported by the benchmark)
         self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
         self.track_scale = 1.0  # < 1: frames above TRACK_PIXELS are tracked scaled down by this
+        self.decode_stats: dict | None = None  # media.decode's counts, once the scan is done
 
     def __iter__(self):
         out: dict = {}
@@ -133,7 +134,8 @@ class FootageScan:
         waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
         # frames stay in their YUV planes (media.Picture) where they can: the tracker converts only its crops
         chunks = media.decode(self.path, audio_stream=self.audio_stream, info_out=out, preview=PREVIEW_PX,
-                              channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True)
+                              channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
+                              threads=media.decoder_threads_beside(busy_cores=1))  # this thread holds one core
         for kind, data in media.prefetched(chunks):  # decoding runs ahead on the other core
             self.info = out.get("info")
             if kind == "audio":
@@ -162,6 +164,7 @@ class FootageScan:
             if self.progress:
                 duration = self.duration_s or (self.info.duration_s if self.info else None)
                 self.progress(self.num_frames, int(round(duration * FPS)) if duration else self.num_frames)
+        self.decode_stats = out.get("stats")
         yield "crops", self._track(waiting, self.shots.finish()) + self.tracker.finish()
 
     def _bounded(self, frame: np.ndarray) -> np.ndarray:

@@ -76,6 +76,22 @@ def test_decoding_runs_at_a_lower_priority_than_the_analysis_and_leaves_it_alone
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
+def test_the_footage_decoder_leaves_the_analysis_a_core_and_its_threads_change_no_pixel():
+    """FFmpeg's default (a frame thread per core and one more) made the decoder's threads take turns with the
+    analysis on two cores; the scan gives the decoder the cores the analysis thread leaves. Decoding is exact
+    whatever the threads: the frames are the same."""
+    path = str(clip("synced_mead_m030_01.mp4"))
+    stats_default, stats_one = {}, {}
+    default = [c for k, c in media.decode(path, info_out=stats_default) if k == "video"]
+    one = [c for k, c in media.decode(path, threads=1, info_out=stats_one) if k == "video"]
+    assert stats_one["stats"]["decoder_threads"] == 1 and stats_default["stats"]["decoder_threads"] > 1
+    assert len(one) == len(default) and all(np.array_equal(a, b) for a, b in zip(one, default))
+    scan = FootageScan(path, detector=make_detector())
+    for _ in scan:
+        pass
+    assert scan.decode_stats["decoder_threads"] == max(1, media.usable_cores() - 1)
+
+
 def test_device_auto_takes_the_cpu_here_and_a_missing_gpu_is_one_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU: the missing-GPU error cannot happen")

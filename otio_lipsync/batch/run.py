@@ -162,10 +162,9 @@ def lock_results(results_dir: str):
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    from ..media import usable_cores
+
+    return usable_cores()
 
 
 def run_local(todo: list[dict], results_dir: str, workers: int, done, threads: int | None = None) -> None:
