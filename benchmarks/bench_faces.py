@@ -48,9 +48,11 @@ def main():
     args = ap.parse_args()
 
     from otio_lipsync import media
+    from otio_lipsync.allocator import keep_freed_memory
     from otio_lipsync.footage import PREVIEW_PX, FootageOptions, FootageScan
     from otio_lipsync.pipeline import make_engine, measure, shared_detector
 
+    keep_freed_memory()  # as the `lipsync` command's processes do (otio_lipsync/allocator.py)
     engines = {"default": make_engine(None), "original": make_engine(str(args.original))}
     detector = shared_detector()
     ffmpeg = media.find_ffmpeg()

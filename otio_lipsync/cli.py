@@ -14,12 +14,15 @@ import tempfile
 import click
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .errors import error_entry
 
 # Raw footage decodes on one core while torch runs on both: OpenMP threads that spin-wait between torch's
 # parallel regions take the decoder's core (1080p25, 2 cores: 5.9 -> 5.5 s). Read once, when torch loads,
 # which this module never does at import; a value the user set is kept. Batch workers inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# freed frame buffers are kept for the next frame instead of coming back as fresh pages (allocator.py)
+keep_freed_memory()
 
 # the names are sync.PRECISIONS' (not imported here: --help stays fast without torch; a test keeps them equal)
 PRECISION = click.Choice(["float32", "bfloat16", "int8"])

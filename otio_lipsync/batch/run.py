@@ -25,10 +25,12 @@ def init_worker(threads: int, parent_pid: int | None = None) -> None:
     leaves no worker computing for nobody)."""
     import torch
 
+    from ..allocator import keep_freed_memory
     from ..children import die_with_parent
     from ..logs import configure_from_env
 
     configure_from_env()
+    keep_freed_memory()
     if parent_pid is not None:
         die_with_parent(parent_pid)
 
@@ -224,6 +226,9 @@ def run_ray(todo: list[dict], results_dir: str, workers: int, address: str | Non
     def task(item, results_dir):
         import torch
 
+        from ..allocator import keep_freed_memory
+
+        keep_freed_memory()  # each task: Ray's workers run no initializer of ours
         if torch.get_num_threads() != threads:
             init_worker(threads)
         return run_item(item, results_dir)
