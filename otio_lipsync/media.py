@@ -27,7 +27,7 @@ import wave
 from collections import deque
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -280,7 +280,8 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
            info_out: dict | None = None, preview: int | None = None,
            channel: int | None = None, start_s: float | None = None,
            duration_s: float | None = None, pictures: bool = False,
-           threads: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+           threads: int | Callable[[MediaInfo], int | None] | None = None,
+           max_pixels: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ("video", uint8 (n, H, W, 3) BGR) and ("audio", int16 (m,)) chunks in one demux pass.
 
     size=(w, h) scales frames during the colour conversion. channel=N analyses that channel of the audio
@@ -290,7 +291,10 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
     receives the MediaInfo under "info" before the first chunk and decoding counts under "stats".
     pictures=True (with size=None): video chunks are lists, and frames that `Picture.takes` come as Pictures
     (their YUV planes, for consumers that crop small regions) instead of BGR arrays. threads: the video
-    decoder's threads (None: FFmpeg's choice, a frame thread per core and one more; the pixels are the same).
+    decoder's threads (None: FFmpeg's choice, a frame thread per core and one more; the pixels are the same), or a
+    function of the file's MediaInfo giving them.
+    max_pixels: frames larger than this come scaled down to fit (swscale AREA, aspect kept, right after decoding
+    while the frame is in cache; as scaled Pictures where they can be); info_out["scale"] says by how much.
 
     start_s / duration_s decode only that range of the file (seconds from its first video frame, the
     time origin as above): the demuxer seeks to a keyframe before start_s, and the output starts with the
@@ -310,7 +314,7 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
         if info_out is not None:
             info_out["info"] = info
         yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview,
-                                channel, start_s, duration_s, pictures, threads)
+                                channel, start_s, duration_s, pictures, threads, max_pixels)
     finally:
         container.close()
 
@@ -336,10 +340,12 @@ SEEK_MARGIN_S = 1.0  # seek this far before a range's start, so the audio packet
 
 
 def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview, channel,
-                 start_s=None, duration_s=None, pictures=False, threads=None):
+                 start_s=None, duration_s=None, pictures=False, threads=None, max_pixels=None):
     vstream = container.streams.video[0]
     astream = container.streams.audio[audio_stream]
     vstream.thread_type = "AUTO"
+    if callable(threads):
+        threads = threads(info)
     if threads:
         vstream.codec_context.thread_count = threads
     origin = (Fraction(vstream.start_time) * vstream.time_base
@@ -368,6 +374,12 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     audio_skip = None  # samples to drop (>0) or silence to insert (<0) at the start
     last_t = None
     bad_packets = 0
+    scale = 1.0
+    if size is None and max_pixels and info.width and info.height and info.width * info.height > max_pixels:
+        scale = float(np.sqrt(max_pixels / (info.width * info.height)))
+        size = (max(2, int(info.width * scale)) // 2 * 2, max(2, int(info.height * scale)) // 2 * 2)  # 4:2:0: even
+    if info_out is not None:
+        info_out["scale"] = (size[0] / info.width) if size is not None and scale < 1.0 else 1.0
     if size is not None and (info.width, info.height) == tuple(size):
         size = None  # already the wanted size: plain conversion, bit-identical to ffmpeg's bgr24
     interpolation = None
@@ -385,6 +397,11 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     def to_image(frame):
         if pictures and size is None and Picture.takes(frame):
             image = Picture(frame)
+        elif pictures and scale < 1.0 and Picture.takes(frame):  # scaled in its YUV planes, tags kept
+            scaled = full_format.reformat(frame, width=size[0], height=size[1], format="yuv420p",
+                                          interpolation=interpolation, threads=SWS_THREADS)
+            scaled.colorspace, scaled.color_range = frame.colorspace, frame.color_range
+            image = Picture(scaled)
         elif size is None:
             image = full_format.reformat(frame, format="bgr24", threads=SWS_THREADS).to_ndarray()
         else:
