@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from otio_lipsync import media
 from otio_lipsync.cli import main
 from otio_lipsync.faces.detectors import BlazeFaceDetector, make_detector
 from otio_lipsync.faces.tracks import PAD_VALUE, crop_face
@@ -312,6 +313,10 @@ def test_huge_frames_are_tracked_within_a_byte_budget_and_reported_in_source_pix
         held = max(held, sum(f.nbytes for _, f in huge.tracker._frames))
     assert huge.track_scale < 1 and held <= FRAME_BUFFER_BYTES
     assert all(f.shape[0] * f.shape[1] <= TRACK_PIXELS for _, f in huge.tracker._frames)
+    # scaled by the decoding thread in their YUV planes (half the bytes of BGR), decoded on every core: the analysis
+    # works on the scaled frames while decoding grows with the source
+    assert huge.tracker._frames and all(isinstance(f, media.Picture) for _, f in huge.tracker._frames)
+    assert huge.decode_stats["decoder_threads"] > 1
     (a,), (b,) = small.kept_tracks(), huge.kept_tracks()
     box_small, box_big = np.array(a.median_box()) * a.to_source * 5, np.array(b.median_box()) * b.to_source
     assert np.abs(box_big - box_small).max() < 0.05 * (box_small[2] - box_small[0]), (box_small, box_big)
