@@ -509,7 +509,8 @@ def _stack(images: list[np.ndarray]) -> np.ndarray:
 # the decoding thread (and the frame threads FFmpeg starts from it) runs this much nicer than the consumer: the
 # consumer is the slower side, and at equal priority the decoder's four threads took turns from it on two cores
 # (1080p25 raw footage, alternating rounds: 22 s file 2.33-2.56 s against 2.12-2.37 s wall, 66.8 s file
-# 7.46-8.45 s against 7.00-7.20 s; the README's speed section)
+# 7.46-8.45 s against 7.00-7.20 s; the README's speed section). Measured with FFmpeg's default threads; with the
+# one decoder thread of decoder_threads_beside it still keeps the analysis first on a machine with other load
 DECODE_NICE = 10
 
 
