@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import TooShort
+from .filters import median_filter
 from .model import FastSyncNet, LoadedModel, MfccStream, SyncNet, int8
 from .model.compact import CompactSyncNet
 from .model.lips import LipFeatureStream, LipsSyncNet
@@ -192,16 +193,6 @@ def offset_from_dists(dists: np.ndarray, vshift: int, edges: str = "zero") -> tu
     fconf = median.numpy() - d[:, vshift - offset].numpy()
     fconf_filtered = median_filter(fconf, MEDFILT_KERNEL).astype(np.float32)
     return offset, minval, conf, mean.numpy(), fconf, fconf_filtered
-
-
-def median_filter(values: np.ndarray, kernel: int) -> np.ndarray:
-    """scipy.signal.medfilt(values, kernel) for 1-D values (zeros beyond both ends), equal to it value for value
-    (tested): importing scipy.signal cost every `lipsync` process ~0.6 s for this one call."""
-    if len(values) == 0:
-        return values.copy()
-    half = kernel // 2
-    padded = np.concatenate([np.zeros(half, values.dtype), values, np.zeros(half, values.dtype)])
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel), axis=1)
 
 
 @contextmanager

@@ -124,7 +124,7 @@ def test_gaussian_smoothing_equals_scipys():
     must give scipy.ndimage.gaussian_filter1d(mode="nearest")'s values, on series shorter than the kernel too."""
     import scipy.ndimage
 
-    from otio_lipsync.speakers import gaussian_smooth
+    from otio_lipsync.filters import gaussian_smooth
 
     rng = np.random.default_rng(4)
     for n in (1, 5, 40, 600):

@@ -116,7 +116,8 @@ def test_the_framewise_median_filter_equals_scipys_medfilt():
     scipy.signal cost every process ~0.6 s) and must give the same values, short and empty inputs included."""
     import scipy.signal
 
-    from otio_lipsync.sync import MEDFILT_KERNEL, median_filter
+    from otio_lipsync.filters import median_filter
+    from otio_lipsync.sync import MEDFILT_KERNEL
 
     rng = np.random.default_rng(0)
     for n in (1, 4, MEDFILT_KERNEL, 10, 250):
@@ -125,4 +126,11 @@ def test_the_framewise_median_filter_equals_scipys_medfilt():
             warnings.simplefilter("ignore")  # scipy warns when the kernel is longer than the input
             expected = scipy.signal.medfilt(values, kernel_size=MEDFILT_KERNEL)
         np.testing.assert_array_equal(median_filter(values, MEDFILT_KERNEL), expected)
+        # the face tracks' box smoothing repeats the end values instead (scipy.ndimage's mode="nearest")
+        import scipy.ndimage
+
+        np.testing.assert_array_equal(median_filter(values, 13, edges="nearest"),
+                                      scipy.ndimage.median_filter(values, size=13, mode="nearest"))
     assert median_filter(np.zeros(0, np.float32), MEDFILT_KERNEL).shape == (0,)
+    with pytest.raises(ValueError, match="edges must be"):
+        median_filter(np.ones(3), 3, edges="wrap")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..filters import median_filter
 from ..media import Picture, padded_window
 from .detectors import Detection
 
@@ -76,14 +77,6 @@ def crop_face(frame, cx: float, cy: float, s: float, crop_scale: float = 0.4) ->
     return t.permute(0, 2, 3, 1)[0].round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
-def _median_smooth(values: np.ndarray) -> np.ndarray:
-    if len(values) < 2:
-        return values.copy()
-    half = MEDIAN_FRAMES // 2
-    padded = np.pad(values, (half, half), mode="edge")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, MEDIAN_FRAMES), axis=1)
-
-
 @dataclass
 class Track:
     id: int
@@ -119,7 +112,8 @@ class Track:
         grid = np.arange(lo, hi + 1)
         columns = ((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
                    np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2)
-        params = np.stack([_median_smooth(np.interp(grid, det[i0:i1], v)) for v in columns], 1)
+        params = np.stack([median_filter(np.interp(grid, det[i0:i1], v), MEDIAN_FRAMES, edges="nearest")
+                           for v in columns], 1)
         keep = (grid >= start) & (grid <= upto)
         return grid[keep], params[keep]
 
