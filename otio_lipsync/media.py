@@ -289,8 +289,8 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
     video chunk, ("preview", uint8 (n, h, w, 3) RGB) of the same frames with the longer side N px,
     scaled by swscale (cheap), for detectors that never need full resolution. info_out, if given,
     receives the MediaInfo under "info" before the first chunk and decoding counts under "stats".
-    pictures=True (with size=None): video chunks are lists, and frames that `Picture.takes` come as Pictures
-    (their YUV planes, for consumers that crop small regions) instead of BGR arrays. threads: the video
+    pictures=True: video chunks are lists, and frames that `Picture.takes` come as Pictures (their YUV planes,
+    scaled there when size or max_pixels asks, for consumers that crop small regions) instead of BGR arrays. threads: the video
     decoder's threads (None: FFmpeg's choice, a frame thread per core and one more; the pixels are the same), or a
     function of the file's MediaInfo giving them.
     max_pixels: frames larger than this come scaled down to fit (swscale AREA, aspect kept, right after decoding
@@ -374,12 +374,12 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     audio_skip = None  # samples to drop (>0) or silence to insert (<0) at the start
     last_t = None
     bad_packets = 0
-    scale = 1.0
-    if size is None and max_pixels and info.width and info.height and info.width * info.height > max_pixels:
+    bounded = size is None and max_pixels and info.width and info.height and info.width * info.height > max_pixels
+    if bounded:
         scale = float(np.sqrt(max_pixels / (info.width * info.height)))
         size = (max(2, int(info.width * scale)) // 2 * 2, max(2, int(info.height * scale)) // 2 * 2)  # 4:2:0: even
     if info_out is not None:
-        info_out["scale"] = (size[0] / info.width) if size is not None and scale < 1.0 else 1.0
+        info_out["scale"] = size[0] / info.width if bounded else 1.0
     if size is not None and (info.width, info.height) == tuple(size):
         size = None  # already the wanted size: plain conversion, bit-identical to ffmpeg's bgr24
     interpolation = None
@@ -395,13 +395,13 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     full_format, small_format = VideoReformatter(), VideoReformatter()
 
     def to_image(frame):
-        if pictures and size is None and Picture.takes(frame):
-            image = Picture(frame)
-        elif pictures and scale < 1.0 and Picture.takes(frame):  # scaled in its YUV planes, tags kept
-            scaled = full_format.reformat(frame, width=size[0], height=size[1], format="yuv420p",
-                                          interpolation=interpolation, threads=SWS_THREADS)
-            scaled.colorspace, scaled.color_range = frame.colorspace, frame.color_range
-            image = Picture(scaled)
+        if pictures and Picture.takes(frame):
+            kept = frame
+            if size is not None:  # scaled in its YUV planes, its colour tags kept (the preview is made from `frame`)
+                kept = full_format.reformat(frame, width=size[0], height=size[1], format="yuv420p",
+                                            interpolation=interpolation, threads=SWS_THREADS)
+                kept.colorspace, kept.color_range = frame.colorspace, frame.color_range
+            image = Picture(kept)
         elif size is None:
             image = full_format.reformat(frame, format="bgr24", threads=SWS_THREADS).to_ndarray()
         else:
@@ -526,7 +526,7 @@ def decoder_threads_beside(busy_cores: int = 1) -> int:
     """Frame threads for a video decoder whose consumer keeps `busy_cores` cores busy on its own (`prefetched`):
     the cores left. FFmpeg's default (a thread per core and one more) had four decoding threads take turns with
     the consumer on two cores: one thread there cut the raw-footage pipeline's CPU by ~4% and its wall time by
-    2-5% at 1080p25, and was even at 720p and 4K (the README's speed section)."""
+    2-5% at 1080p25, and was even at 720p (the README's speed section; 4K: footage._decoder_threads)."""
     return max(1, usable_cores() - busy_cores)
 
 
