@@ -180,3 +180,33 @@ def test_frames_pictures_cannot_hold_come_as_bgr(ffmpeg_exe, tmp_path, pix_fmt):
     images = _decoded_pictures(src)
     assert all(isinstance(image, np.ndarray) for image in images)
     np.testing.assert_array_equal(np.stack(images), frames)
+
+
+def test_frames_over_max_pixels_are_held_scaled_in_their_planes_and_the_previews_stay_the_sources(ffmpeg_exe,
+                                                                                                     tmp_path):
+    """The raw-footage path bounds the frames it holds (4K and up, footage.TRACK_PIXELS): the decoding thread
+    scales them in their YUV planes, colour tags kept, within about a level of scaling them to BGR. The detector's
+    previews are still made from the source frames: bounding what is held must not move a detection."""
+    src = tmp_path / "bt709.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_hdtf_katie_hill_01.mp4")), "-t", "1", "-c:v", "libx264",
+               "-preset", "ultrafast", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+               "-c:a", "copy", str(src))
+    info = media.probe(str(src))
+    max_pixels = info.width * info.height // 4
+
+    def decoded(**kwargs):
+        out, previews, images = {}, [], []
+        for kind, chunk in media.decode(str(src), pictures=True, preview=320, info_out=out, **kwargs):
+            (previews if kind == "preview" else images if kind == "video" else []).extend(chunk)
+        return out, previews, images
+
+    out, previews, pictures = decoded(max_pixels=max_pixels)
+    _, source_previews, _ = decoded()
+    scaled_bgr, _ = media.read_all(str(src), size=pictures[0].shape[1::-1])
+    assert abs(out["scale"] - 0.5) < 0.01 and all(isinstance(p, media.Picture) for p in pictures)
+    assert pictures[0].shape[0] * pictures[0].shape[1] <= max_pixels and pictures[0].matrix is media._BT709
+    np.testing.assert_array_equal(np.stack(previews), np.stack(source_previews))
+    # measured: mean 1.27, blue and red ~1.3 levels low (swscale's 8-bit chroma planes round down), p99 6
+    diffs = np.stack([p.bgr().astype(int) - f for p, f in zip(pictures, scaled_bgr)])
+    bias = np.abs(diffs.mean(axis=(0, 1, 2)))
+    assert np.abs(diffs).mean() < 1.5 and bias.max() < 2.0 and np.percentile(np.abs(diffs), 99) <= 8, bias
