@@ -49,7 +49,7 @@ def main():
 
     from otio_lipsync import media
     from otio_lipsync.allocator import keep_freed_memory
-    from otio_lipsync.footage import PREVIEW_PX, FootageOptions, FootageScan
+    from otio_lipsync.footage import FootageOptions, FootageScan
     from otio_lipsync.pipeline import make_engine, measure, shared_detector
 
     keep_freed_memory()  # as the `lipsync` command's processes do (otio_lipsync/allocator.py)
@@ -78,8 +78,7 @@ def main():
             row["ffmpeg_decode_x"] = duration / ffmpeg_s
             # as the faces stage decodes: YUV pictures (no full-frame BGR), the detector's previews, and the decoder
             # threads it leaves beside the analysis (one on two cores: slower alone, faster in the pipeline)
-            decode = lambda: [None for _ in media.decode(  # noqa: E731
-                path, preview=PREVIEW_PX, pictures=True, threads=media.decoder_threads_beside(busy_cores=1))]
+            decode = lambda: [None for _ in FootageScan(path, detector=detector).decoded({})]  # noqa: E731
             row["decode_x"] = duration / best_time(args.repeats, decode)
 
             def scan():

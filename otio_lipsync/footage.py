@@ -134,11 +134,7 @@ class FootageScan:
         previews = None
         # frames decoded but not yet tracked: a frame's shot decision needs a few frames after it
         waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
-        # frames stay in their YUV planes (media.Picture) where they can: the tracker converts only its crops
-        chunks = media.decode(self.path, audio_stream=self.audio_stream, info_out=out, preview=PREVIEW_PX,
-                              channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
-                              threads=_decoder_threads, max_pixels=TRACK_PIXELS)
-        for kind, data in media.prefetched(chunks):  # decoding runs ahead on the other core
+        for kind, data in media.prefetched(self.decoded(out)):  # decoding runs ahead on the other core
             self.info = out.get("info")
             if kind == "audio":
                 yield "audio", data
@@ -168,6 +164,13 @@ class FootageScan:
                 self.progress(self.num_frames, int(round(duration * FPS)) if duration else self.num_frames)
         self.decode_stats = out.get("stats")
         yield "crops", self._track(waiting, self.shots.finish()) + self.tracker.finish()
+
+    def decoded(self, info_out: dict):
+        """The media.decode chunks this scan reads (the benchmark times them alone): frames stay in their YUV
+        planes (media.Picture) where they can, so the tracker converts only its crops; huge frames come scaled."""
+        return media.decode(self.path, audio_stream=self.audio_stream, info_out=info_out, preview=PREVIEW_PX,
+                            channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
+                            threads=_decoder_threads, max_pixels=TRACK_PIXELS)
 
     def _track_at(self, scale: float) -> None:
         """Frames above TRACK_PIXELS come from the decoder scaled by `scale` (< 1): sizes the tracker judges are

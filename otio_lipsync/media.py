@@ -180,14 +180,12 @@ class Picture:
         return (frame.format.name == "yuv420p" and frame.color_range != _RANGE_FULL
                 and (frame.colorspace == _COLORSPACE_BT709 or frame.colorspace in _COLORSPACES_BT601))
 
-    def bgr(self, size: tuple[int, int] | None = None) -> np.ndarray:
-        """The whole BGR image (swscale, as the BGR path), or scaled to size=(w, h) in the same pass."""
+    def bgr(self) -> np.ndarray:
+        """The whole BGR image (swscale, as the BGR path)."""
         reformatter = getattr(_BGR_FORMAT, "reformatter", None)
         if reformatter is None:  # one swscale context per thread, kept: a new one per call cost more than the work
             reformatter = _BGR_FORMAT.reformatter = VideoReformatter()
-        width, height = size if size else (None, None)
-        return reformatter.reformat(self.frame, width=width, height=height, format="bgr24",
-                                    interpolation="AREA" if size else None, threads=SWS_THREADS).to_ndarray()
+        return reformatter.reformat(self.frame, format="bgr24", threads=SWS_THREADS).to_ndarray()
 
     def resized_window(self, top: int, bottom: int, left: int, right: int, size: int, fill: int) -> np.ndarray:
         """Rows [top, bottom) and columns [left, right) of the BGR image (grey `fill` where they leave the frame),
@@ -290,9 +288,9 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
     scaled by swscale (cheap), for detectors that never need full resolution. info_out, if given,
     receives the MediaInfo under "info" before the first chunk and decoding counts under "stats".
     pictures=True: video chunks are lists, and frames that `Picture.takes` come as Pictures (their YUV planes,
-    scaled there when size or max_pixels asks, for consumers that crop small regions) instead of BGR arrays. threads: the video
-    decoder's threads (None: FFmpeg's choice, a frame thread per core and one more; the pixels are the same), or a
-    function of the file's MediaInfo giving them.
+    scaled there when size or max_pixels asks, for consumers that crop small regions) instead of BGR arrays.
+    threads: the video decoder's threads (None: FFmpeg's choice, a frame thread per core and one more; the pixels
+    are the same), or a function of the file's MediaInfo giving them.
     max_pixels: frames larger than this come scaled down to fit (swscale AREA, aspect kept, right after decoding
     while the frame is in cache; as scaled Pictures where they can be); info_out["scale"] says by how much.
 
@@ -542,7 +540,8 @@ def _lower_this_threads_priority(steps: int) -> None:
         pass
 
 
-PREFETCH_BYTES = 64 * 2**20  # decoded chunks waiting for the consumer: ~20 1080p pictures (10 as BGR), 25 chunks of crops
+# decoded chunks waiting for the consumer: ~20 1080p pictures (10 as BGR), 25 chunks of crops
+PREFETCH_BYTES = 64 * 2**20
 
 
 def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFETCH_BYTES
