@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from otio_lipsync import media
 from otio_lipsync.cli import main
-from otio_lipsync.faces.detectors import BlazeFaceDetector, make_detector
-from otio_lipsync.faces.tracks import PAD_VALUE, crop_face
+from otio_lipsync.faces.detectors import BlazeFaceDetector, Detection, make_detector
+from otio_lipsync.faces.tracks import EMIT_BATCH, MEDIAN_FRAMES, PAD_VALUE, FaceTracker, TrackOptions, crop_face
 from otio_lipsync.footage import FootageScan
 
 from .conftest import CLIPS, clip, run_ffmpeg
@@ -176,6 +176,32 @@ def test_crop_geometry_is_the_reference_one():
     # a face at the corner: the part outside the frame is the reference's grey
     corner = crop_face(frame, 5.0, 5.0, 60.0, cs)
     assert (corner[:20, :20] == PAD_VALUE).all() and corner.shape == (224, 224, 3)
+
+
+def test_crops_leave_as_soon_as_their_geometry_is_final_and_equal_the_whole_tracks():
+    """A crop's box is median-smoothed over its neighbours' (interpolated) detections: it is final once the track
+    has a detection MEDIAN_FRAMES // 2 frames later. Crops go out then, so the tracker holds ~10 full frames
+    while a face is found, not its whole look-ahead (~36: memory, and frames that went cold before their crop),
+    and every crop equals the one the finished track's geometry gives, missed detections included."""
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (180, 320, 3), dtype=np.uint8) for _ in range(140)]
+    detected = [i for i in range(0, 100, 2) if not 40 <= i < 56]  # every 2nd frame, 16 missed, then gone
+    tracker = FaceTracker(TrackOptions(min_track_frames=10))
+    events, held = [], {}
+    for i, frame in enumerate(frames):
+        x = 80 + 0.7 * i + 4 * np.sin(i / 3)  # a face that moves
+        found = [Detection(np.array([x, 40.0, x + 60, 110.0]), 0.9)] if i in detected else None
+        events += tracker.push(i, frame, found)
+        held[i] = len(tracker._frames)
+    events += tracker.finish()
+    (track,) = tracker.finished
+    frame_ids, params = track.geometry(track.first, track.last)
+    assert [e.frame for e in events] == list(frame_ids) == list(range(0, 99))  # each frame once, in order
+    for event, (cx, cy, s) in zip(events, params):
+        np.testing.assert_array_equal(event.crop, crop_face(frames[event.frame], cx, cy, s))
+    steady = max(held[i] for i in range(20, 40))
+    assert steady <= MEDIAN_FRAMES // 2 + EMIT_BATCH + 2, steady
+    assert max(held.values()) <= TrackOptions().held_frames  # missed detections still keep the look-ahead
 
 
 @pytest.fixture(scope="module")

@@ -192,9 +192,14 @@ class FaceTracker:
         for track in list(self.active):
             if index - track.last > opts.max_missed:
                 self._end(track, out)
-            elif index - opts.lookahead - track.emitted_upto >= EMIT_BATCH:
-                out.extend(self._emit(track, index - opts.lookahead))
-        oldest_needed = min([t.emitted_upto + 1 for t in self.active] + [index - opts.lookahead])
+            else:
+                # a frame's geometry is final once the track has a detection MEDIAN_FRAMES // 2 after it (later
+                # detections only extend the track): its crop goes out then, and the frame is let go ~25 frames
+                # sooner than the whole look-ahead, which is only needed while detections are missed
+                final = track.last - MEDIAN_FRAMES // 2
+                if final - track.emitted_upto >= EMIT_BATCH:
+                    out.extend(self._emit(track, final))
+        oldest_needed = min([t.emitted_upto + 1 for t in self.active] + [index])
         while self._frames and self._frames[0][0] < oldest_needed:
             self._frames.popleft()
         return out
