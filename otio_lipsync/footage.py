@@ -1,7 +1,7 @@
 """Raw footage, one decode pass: frames -> shots + face detection -> tracks -> 224x224 crops -> one
 SyncNet stream per track (with the audio under that track) -> speaking segments -> file offset.
 
-Memory stays flat in file length: the tracker holds a fixed look-ahead of frames, each track's
+Memory stays flat in file length: the tracker holds at most a fixed look-ahead of frames, each track's
 sync stream keeps only distances, and audio is dropped once no open track needs it.
 """
 
@@ -47,7 +47,8 @@ class FootageOptions:
     tiles: str = "auto"
 
 
-# frames wait for the tracker's look-ahead (~32) at full resolution: their bytes are bounded, not their count.
+# frames wait for their crops at full resolution, up to the tracker's look-ahead (~32) while a face is missed:
+# their bytes are bounded, not their count.
 # A frame above TRACK_PIXELS is tracked and cropped scaled down (its 224x224 crops lose nothing a face that
 # large needs): the decoding thread scales it right after decoding, in its YUV planes (media.decode max_pixels;
 # in the analysis thread, from a cold frame, it was 12 ms of a 4K frame's ~16). Boxes are reported in source

@@ -10,8 +10,9 @@ s = half the larger box side and crop_scale cs = 0.4, the crop spans rows [cy - 
 and columns [cx - s(1 + cs), cx + s(1 + cs)) (a square of side 2.8 s, shifted down to the mouth),
 the frame padded with grey 110 where the crop leaves it, resized bilinearly to 224x224.
 
-A frame's crop is final once the tracker has seen `lookahead` more frames (interpolation over a
-miss and the median need them), so only that many full frames are held, however long the file.
+A frame's crop is final once its track has a detection MEDIAN_FRAMES // 2 frames later (the median's reach);
+it goes out then. While detections are missed that can take up to `lookahead` frames, so at most that many
+full frames are held, however long the file, and ~10 while a face is found.
 """
 
 from __future__ import annotations
