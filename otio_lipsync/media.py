@@ -524,7 +524,7 @@ def decoder_threads_beside(busy_cores: int = 1) -> int:
     """Frame threads for a video decoder whose consumer keeps `busy_cores` cores busy on its own (`prefetched`):
     the cores left. FFmpeg's default (a thread per core and one more) had four decoding threads take turns with
     the consumer on two cores: one thread there cut the raw-footage pipeline's CPU by ~4% and its wall time by
-    2-5% at 1080p25, and was even at 720p (the README's speed section; 4K: footage._decoder_threads)."""
+    2-5% at 1080p25, and was even at 720p (the README's speed section; 4K: footage.decoder_threads_for)."""
     return max(1, usable_cores() - busy_cores)
 
 
