@@ -235,6 +235,16 @@ def _resize_planes(planes: list[np.ndarray], size: int):
                                            align_corners=False)[0]
 
 
+class _Decoded:
+    """A decoded frame, and its image once converted (media.decode converts on first use: a frame the fps
+    resampling drops, every 2nd one of 50 or 60 fps sources, is never converted)."""
+
+    __slots__ = ("frame", "image")
+
+    def __init__(self, frame):
+        self.frame, self.image = frame, None
+
+
 class _FpsResampler:
     """Presentation-time resampling to a constant rate, as ffmpeg's fps filter (round=near)."""
 
@@ -249,7 +259,14 @@ class _FpsResampler:
         scaled = t * self.fps
         return int(math.floor(scaled + Fraction(1, 2))) if scaled >= 0 else -int(math.floor(-scaled + Fraction(1, 2)))
 
-    def push(self, image: np.ndarray, t: Fraction, duration: Fraction) -> list[np.ndarray]:
+    def shows(self, t: Fraction, duration: Fraction) -> bool:
+        """Whether a frame at t will fill a slot if the next frame follows it after `duration`: a guess made before
+        pushing it (its slots are known only once the next frame arrives), so that frames a higher source rate drops
+        need not be converted, while the frames kept are converted hot from the decoder."""
+        return self.slot_of(t + duration) > max(self.next_slot, self.slot_of(t))
+
+    def push(self, image, t: Fraction, duration: Fraction) -> list:
+        """Hold `image` (any object) shown from t on -> the held images that fill the slots before t's."""
         slot = self.slot_of(t)
         out = []
         if self.held is not None:
@@ -366,7 +383,7 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     default_frame_s = Fraction(1) / Fraction(rate) if rate else Fraction(1, fps)
     resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
     fps_resampler = _FpsResampler(fps)
-    video_buf: list[np.ndarray] = []
+    video_buf: list[_Decoded] = []
     audio_buf: list[np.ndarray] = []
     audio_len = 0
     audio_skip = None  # samples to drop (>0) or silence to insert (<0) at the start
@@ -414,7 +431,17 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     # big frames go out one at a time, as views: stacking 1080p frames would copy 6 MB each
     chunk_frames = VIDEO_CHUNK_FRAMES if (info.width or 0) * (info.height or 0) <= 512 * 512 else 1
 
-    def video_chunks(images):
+    conversions = 0
+
+    def converted(item: _Decoded):
+        nonlocal conversions
+        if item.image is None:
+            item.image, item.frame = to_image(item.frame), None
+            conversions += 1
+        return item.image
+
+    def video_chunks(items):
+        images = [converted(item) for item in items]
         if preview:
             yield "preview", _stack([small for _, small in images])
             images = [image for image, _ in images]
@@ -453,7 +480,10 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
                         continue
                     duration = (frame.duration * frame.time_base
                                 if getattr(frame, "duration", None) and frame.time_base else default_frame_s)
-                    video_buf.extend(fps_resampler.push(to_image(frame), t - origin, duration))
+                    item = _Decoded(frame)
+                    if fps_resampler.shows(t - origin, duration):
+                        converted(item)  # now, hot from the decoder; one likely dropped waits, converted if shown
+                    video_buf.extend(fps_resampler.push(item, t - origin, duration))
                     last_t = t
                     if len(video_buf) >= chunk_frames:
                         yield from video_chunks(video_buf)
@@ -492,7 +522,8 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     if audio_buf:
         yield "audio", np.concatenate(audio_buf)
     if info_out is not None:
-        info_out["stats"] = {"frames_25fps": fps_resampler.next_slot, "bad_packets": bad_packets,
+        info_out["stats"] = {"frames_25fps": fps_resampler.next_slot, "frames_converted": conversions,
+                             "bad_packets": bad_packets,
                              "decoder_threads": vstream.codec_context.thread_count}
 
 
