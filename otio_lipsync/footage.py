@@ -29,6 +29,11 @@ from .verdict import calibration_for, judge
 
 FPS = media.ANALYSIS_FPS
 PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeFace's input is 192)
+# the one decoding thread is the pipeline's slower side: when at most this many chunks (~2 frames) wait for the
+# analysis, the decoder leaves the frame's preview to the analysis thread, which gets the frame soon, still hot,
+# and has time to spare (22 s of 1080p25, 6 alternating rounds: wall median 1.93 -> 1.83 s; only while the analysis
+# waits: 1.90 s). Same pixels: the same swscale call on the same frame (media.Picture.preview)
+PREVIEW_BACKLOG = 4
 
 
 @dataclass
@@ -135,7 +140,8 @@ class FootageScan:
         previews = None
         # frames decoded but not yet tracked: a frame's shot decision needs a few frames after it
         waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
-        for kind, data in media.prefetched(self.decoded(out)):  # decoding runs ahead on the other core
+        backlog = media.Backlog()
+        for kind, data in media.prefetched(self.decoded(out, backlog), backlog=backlog):  # decoding runs ahead
             self.info = out.get("info")
             if kind == "audio":
                 yield "audio", data
@@ -145,6 +151,8 @@ class FootageScan:
                 continue
             self._track_at(out.get("scale", 1.0))
             for frame, small in zip(data, previews):
+                if small is None:  # left to this thread by the decoder (PREVIEW_BACKLOG)
+                    small = frame.preview(PREVIEW_PX)
                 index = self.num_frames
                 decided = self.shots.push(index, small)
                 detections = None
@@ -166,12 +174,14 @@ class FootageScan:
         self.decode_stats = out.get("stats")
         yield "crops", self._track(waiting, self.shots.finish()) + self.tracker.finish()
 
-    def decoded(self, info_out: dict):
+    def decoded(self, info_out: dict, backlog: media.Backlog | None = None):
         """The media.decode chunks this scan reads (the benchmark times them alone): frames stay in their YUV
-        planes (media.Picture) where they can, so the tracker converts only its crops; huge frames come scaled."""
+        planes (media.Picture) where they can, so the tracker converts only its crops; huge frames come scaled.
+        backlog: the prefetch queue's, read by the decoder to leave previews to this thread (PREVIEW_BACKLOG)."""
+        defer = None if backlog is None else (lambda: backlog.chunks <= PREVIEW_BACKLOG)
         return media.decode(self.path, audio_stream=self.audio_stream, info_out=info_out, preview=PREVIEW_PX,
                             channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
-                            threads=decoder_threads_for, max_pixels=TRACK_PIXELS)
+                            threads=decoder_threads_for, max_pixels=TRACK_PIXELS, defer_preview=defer)
 
     def _track_at(self, scale: float) -> None:
         """Frames above TRACK_PIXELS come from the decoder scaled by `scale` (< 1): sizes the tracker judges are

@@ -187,6 +187,14 @@ class Picture:
             reformatter = _BGR_FORMAT.reformatter = VideoReformatter()
         return reformatter.reformat(self.frame, format="bgr24", threads=SWS_THREADS).to_ndarray()
 
+    def preview(self, longer: int) -> np.ndarray:
+        """The detector preview `decode(preview=longer)` makes of this frame, made here (the consumer's thread): the
+        same swscale call on the same decoded frame, so the same pixels. Only for unscaled Pictures."""
+        converters = getattr(_BGR_FORMAT, "preview", None)
+        if converters is None:  # one swscale context per thread, as bgr()
+            converters = _BGR_FORMAT.preview = VideoReformatter()
+        return preview_image(converters, self.frame, preview_size(self.frame.width, self.frame.height, longer))
+
     def resized_window(self, top: int, bottom: int, left: int, right: int, size: int, fill: int) -> np.ndarray:
         """Rows [top, bottom) and columns [left, right) of the BGR image (grey `fill` where they leave the frame),
         resized bilinearly (half-pixel centres, no antialiasing) to size x size -> uint8 (size, size, 3) BGR.
@@ -209,6 +217,18 @@ class Picture:
             if from_v:
                 out.add_(v, alpha=from_v)
         return bgr.round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def preview_size(width: int, height: int, longer: int) -> tuple[int, int]:
+    """The size of a preview whose longer side is `longer`, aspect kept."""
+    ratio = longer / max(width, height)
+    return max(2, round(width * ratio)), max(2, round(height * ratio))
+
+
+def preview_image(reformatter: VideoReformatter, frame, size: tuple[int, int]) -> np.ndarray:
+    """`frame` scaled to `size` for shots and the detector: uint8 (h, w, 3) RGB (swscale's fast bilinear: cheap)."""
+    return reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24", interpolation="FAST_BILINEAR",
+                                threads=SWS_THREADS).to_ndarray()
 
 
 def padded_window(image: np.ndarray, top: int, bottom: int, left: int, right: int, fill: float) -> np.ndarray:
@@ -296,7 +316,8 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
            channel: int | None = None, start_s: float | None = None,
            duration_s: float | None = None, pictures: bool = False,
            threads: int | Callable[[MediaInfo], int | None] | None = None,
-           max_pixels: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+           max_pixels: int | None = None,
+           defer_preview: Callable[[], bool] | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ("video", uint8 (n, H, W, 3) BGR) and ("audio", int16 (m,)) chunks in one demux pass.
 
     size=(w, h) scales frames during the colour conversion. channel=N analyses that channel of the audio
@@ -310,6 +331,8 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
     are the same), or a function of the file's MediaInfo giving them.
     max_pixels: frames larger than this come scaled down to fit (swscale AREA, aspect kept, right after decoding
     while the frame is in cache; as scaled Pictures where they can be); info_out["scale"] says by how much.
+    defer_preview: asked before each unscaled Picture's preview; when it says True the preview chunk is a list with
+    None for that frame, whose consumer makes it with `Picture.preview(preview)` (the same pixels).
 
     start_s / duration_s decode only that range of the file (seconds from its first video frame, the
     time origin as above): the demuxer seeks to a keyframe before start_s, and the output starts with the
@@ -329,7 +352,7 @@ def decode(path: str, fps: int = ANALYSIS_FPS, sample_rate: int = SAMPLE_RATE,
         if info_out is not None:
             info_out["info"] = info
         yield from _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview,
-                                channel, start_s, duration_s, pictures, threads, max_pixels)
+                                channel, start_s, duration_s, pictures, threads, max_pixels, defer_preview)
     finally:
         container.close()
 
@@ -355,7 +378,7 @@ SEEK_MARGIN_S = 1.0  # seek this far before a range's start, so the audio packet
 
 
 def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, info_out, preview, channel,
-                 start_s=None, duration_s=None, pictures=False, threads=None, max_pixels=None):
+                 start_s=None, duration_s=None, pictures=False, threads=None, max_pixels=None, defer_preview=None):
     vstream = container.streams.video[0]
     astream = container.streams.audio[audio_stream]
     vstream.thread_type = "AUTO"
@@ -402,8 +425,7 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
         interpolation = "AREA" if size[0] * size[1] < (info.width or 0) * (info.height or 0) else "BICUBIC"
 
     if preview and info.width and info.height:
-        ratio = preview / max(info.width, info.height)
-        preview_size = (max(2, round(info.width * ratio)), max(2, round(info.height * ratio)))
+        small_size = preview_size(info.width, info.height, preview)
 
     # one reformatter per output keeps its swscale context across frames: a new context per frame cost more
     # than the conversion itself (1080p: 2.8 -> 1.2 ms for BGR, 3.5 -> 0.8 ms for the preview; same pixels)
@@ -424,9 +446,9 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
                                          interpolation=interpolation, threads=SWS_THREADS).to_ndarray()
         if not preview:
             return image
-        small = small_format.reformat(frame, width=preview_size[0], height=preview_size[1], format="rgb24",
-                                      interpolation="FAST_BILINEAR", threads=SWS_THREADS).to_ndarray()
-        return image, small
+        if defer_preview is not None and isinstance(image, Picture) and image.frame is frame and defer_preview():
+            return image, None  # the consumer makes it (Picture.preview): it is waiting, the frame is still hot
+        return image, preview_image(small_format, frame, small_size)
 
     # big frames go out one at a time, as views: stacking 1080p frames would copy 6 MB each
     chunk_frames = VIDEO_CHUNK_FRAMES if (info.width or 0) * (info.height or 0) <= 512 * 512 else 1
@@ -443,7 +465,8 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
     def video_chunks(items):
         images = [converted(item) for item in items]
         if preview:
-            yield "preview", _stack([small for _, small in images])
+            smalls = [small for _, small in images]
+            yield "preview", smalls if any(small is None for small in smalls) else _stack(smalls)
             images = [image for image, _ in images]
         yield "video", images if pictures else _stack(images)
 
@@ -528,7 +551,7 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
 
 
 def _nbytes(chunk) -> int:
-    return chunk.nbytes if hasattr(chunk, "nbytes") else sum(image.nbytes for image in chunk)
+    return chunk.nbytes if hasattr(chunk, "nbytes") else sum(image.nbytes for image in chunk if image is not None)
 
 
 def _stack(images: list[np.ndarray]) -> np.ndarray:
@@ -575,8 +598,17 @@ def _lower_this_threads_priority(steps: int) -> None:
 PREFETCH_BYTES = 64 * 2**20
 
 
-def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFETCH_BYTES
-               ) -> Iterator[tuple[str, np.ndarray]]:
+class Backlog:
+    """How many chunks `prefetched` holds for its consumer, read by the decoding thread (`decode(defer_preview=)`)."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self):
+        self.chunks = 0
+
+
+def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFETCH_BYTES,
+               backlog: Backlog | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """`chunks` (a `decode` generator) run ahead in a background thread: decoding and colour conversion
     (PyAV releases the GIL for both) overlap with the consumer's detection and model on the other core.
     At most `max_bytes` of chunks wait (at least one, however large); errors are raised in the consumer,
@@ -597,6 +629,8 @@ def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFET
                         break
                     waiting.append(item)
                     state["bytes"] += size
+                    if backlog is not None:
+                        backlog.chunks = len(waiting)
                     lock.notify_all()
         except BaseException as exc:  # handed to the consumer, raised there
             with lock:
@@ -616,6 +650,8 @@ def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFET
             with lock:
                 lock.wait_for(lambda: bool(waiting))
                 item = waiting.popleft()
+                if backlog is not None:
+                    backlog.chunks = len(waiting)
                 if isinstance(item, tuple):
                     state["bytes"] -= _nbytes(item[1])
                 lock.notify_all()

@@ -145,6 +145,28 @@ def _decoded_pictures(path) -> list:
     return [image for kind, chunk in media.decode(str(path), pictures=True) if kind == "video" for image in chunk]
 
 
+def test_previews_left_to_the_consumer_are_the_decoders_own(ffmpeg_exe, tmp_path):
+    """When the decoding thread leaves a frame's preview to the consumer (defer_preview), the consumer makes the
+    same pixels from the Picture; frames the decoder scaled (max_pixels) keep their previews from the source."""
+    src = tmp_path / "clip.mp4"
+    run_ffmpeg(ffmpeg_exe, "-i", str(clip("synced_hdtf_katie_hill_01.mp4")), "-t", "1", "-vf", "scale=640:360",
+               "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy", str(src))
+
+    def decoded(**kwargs):
+        previews, pictures = [], []
+        for kind, chunk in media.decode(str(src), pictures=True, preview=320, **kwargs):
+            (previews if kind == "preview" else pictures if kind == "video" else []).extend(chunk)
+        return previews, pictures
+
+    own, _ = decoded()
+    left, pictures = decoded(defer_preview=lambda: True)
+    assert len(own) == len(left) == len(pictures) >= 25 and all(p is None for p in left)
+    for preview, picture in zip(own, pictures):
+        np.testing.assert_array_equal(picture.preview(320), preview)
+    scaled, _ = decoded(defer_preview=lambda: True, max_pixels=320 * 180)
+    assert all(p is not None for p in scaled)  # a scaled Picture no longer holds the source frame
+
+
 @pytest.mark.parametrize("tags", [[], ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]],
                          ids=["untagged", "bt709"])
 def test_pictures_hold_their_frames_and_crop_like_the_bgr_frames(ffmpeg_exe, tmp_path, tags):
