@@ -31,8 +31,8 @@ FPS = media.ANALYSIS_FPS
 PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeFace's input is 192)
 # the one decoding thread is the pipeline's slower side: when at most this many chunks (~2 frames) wait for the
 # analysis, the decoder leaves the frame's preview to the analysis thread, which gets the frame soon, still hot,
-# and has time to spare (22 s of 1080p25, 6 alternating rounds: wall median 1.93 -> 1.83 s; only while the analysis
-# waits: 1.90 s). Same pixels: the same swscale call on the same frame (media.Picture.preview)
+# and has time to spare (22 s of 1080p25, 6 alternating rounds: wall median 2.05 -> 1.92 s; 2 or 8 even; deferring
+# only while the analysis waits gained a third as much). The same pixels: the same swscale call on the same frame
 PREVIEW_BACKLOG = 4
 
 
