@@ -154,7 +154,17 @@ SWSCALE_LOW = 1.25
 _COLORSPACE_BT709 = 1
 _COLORSPACES_BT601 = (2, 5, 6)  # unspecified, BT.470BG, SMPTE 170M (FFmpeg's AVColorSpace values)
 _RANGE_FULL = 2
-_BGR_FORMAT = threading.local()
+_SWSCALE = threading.local()
+
+
+def _thread_reformatter(purpose: str) -> VideoReformatter:
+    """This thread's swscale context for `purpose`, kept (Picture's conversions): a new one per call cost more than
+    the work, and one context is not for two threads at once."""
+    reformatter = getattr(_SWSCALE, purpose, None)
+    if reformatter is None:
+        reformatter = VideoReformatter()
+        setattr(_SWSCALE, purpose, reformatter)
+    return reformatter
 
 
 class Picture:
@@ -182,18 +192,13 @@ class Picture:
 
     def bgr(self) -> np.ndarray:
         """The whole BGR image (swscale, as the BGR path)."""
-        reformatter = getattr(_BGR_FORMAT, "reformatter", None)
-        if reformatter is None:  # one swscale context per thread, kept: a new one per call cost more than the work
-            reformatter = _BGR_FORMAT.reformatter = VideoReformatter()
-        return reformatter.reformat(self.frame, format="bgr24", threads=SWS_THREADS).to_ndarray()
+        return _thread_reformatter("bgr").reformat(self.frame, format="bgr24", threads=SWS_THREADS).to_ndarray()
 
     def preview(self, longer: int) -> np.ndarray:
         """The detector preview `decode(preview=longer)` makes of this frame, made here (the consumer's thread): the
         same swscale call on the same decoded frame, so the same pixels. Only for unscaled Pictures."""
-        converters = getattr(_BGR_FORMAT, "preview", None)
-        if converters is None:  # one swscale context per thread, as bgr()
-            converters = _BGR_FORMAT.preview = VideoReformatter()
-        return preview_image(converters, self.frame, preview_size(self.frame.width, self.frame.height, longer))
+        return preview_image(_thread_reformatter("preview"), self.frame,
+                             preview_size(self.frame.width, self.frame.height, longer))
 
     def resized_window(self, top: int, bottom: int, left: int, right: int, size: int, fill: int) -> np.ndarray:
         """Rows [top, bottom) and columns [left, right) of the BGR image (grey `fill` where they leave the frame),
@@ -447,7 +452,7 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
         if not preview:
             return image
         if defer_preview is not None and isinstance(image, Picture) and image.frame is frame and defer_preview():
-            return image, None  # the consumer makes it (Picture.preview): it is waiting, the frame is still hot
+            return image, None  # the consumer makes it (Picture.preview), soon, while the frame is hot
         return image, preview_image(small_format, frame, small_size)
 
     # big frames go out one at a time, as views: stacking 1080p frames would copy 6 MB each
