@@ -132,13 +132,15 @@ def markdown(r: dict) -> str:
              f"{machine_line(r)} x = times faster than real time, best of runs; whole pipeline "
              "with the model loaded; `python benchmarks/bench_faces.py`.", "",
              "| clip | ffmpeg -f null | our decode | faces stage | whole, default model | whole / ffmpeg decode "
-             "(best; median of paired rounds) | ffmpeg on our decoder's threads; whole / it (best; median) "
+             "(best; median of paired rounds; their range) | ffmpeg on our decoder's threads; whole / it "
+             "(best; median) "
              "| whole, original SyncNet | offset (careful path) | `lipsync check` wall, peak RSS |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for label, c in r["clips"].items():
         lines.append(f"| {label}, {c['size']}, {c['duration_s']:.1f} s | {c['ffmpeg_decode_x']:.1f}x | "
                      f"{c['decode_x']:.1f}x | {c['faces_stage_x']:.1f}x | **{c['whole_default_x']:.2f}x** | "
-                     f"{c['whole_default_vs_ffmpeg_decode']:.2f}; {c['whole_default_vs_ffmpeg_decode_median']:.2f} | "
+                     f"{c['whole_default_vs_ffmpeg_decode']:.2f}; {c['whole_default_vs_ffmpeg_decode_median']:.2f}; "
+                     f"{min(c['paired_ratios']):.2f}-{max(c['paired_ratios']):.2f} | "
                      f"{c['ffmpeg_decode_same_threads_x']:.1f}x ({c['decoder_threads']}); "
                      f"{c['whole_default_vs_ffmpeg_same_threads']:.2f}; "
                      f"{c['whole_default_vs_ffmpeg_same_threads_median']:.2f} | "
