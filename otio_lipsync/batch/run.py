@@ -228,9 +228,11 @@ def run_ray(todo: list[dict], results_dir: str, workers: int, address: str | Non
 
         from ..allocator import keep_freed_memory
 
-        keep_freed_memory()  # each task: Ray's workers run no initializer of ours
+        # Ray's workers run no initializer of ours: each task sets up its process (init_worker keeps freed memory)
         if torch.get_num_threads() != threads:
             init_worker(threads)
+        else:
+            keep_freed_memory()
         return run_item(item, results_dir)
 
     refs = {task.remote(item, results_dir): item for item in todo}
