@@ -204,6 +204,27 @@ def test_crops_leave_as_soon_as_their_geometry_is_final_and_equal_the_whole_trac
     assert max(held.values()) <= TrackOptions().held_frames  # missed detections still keep the look-ahead
 
 
+def test_previews_the_decoder_leaves_to_the_analysis_give_the_same_tracks(detector, monkeypatch):
+    """Whether the decoding thread or the analysis thread makes a frame's preview (footage.PREVIEW_BACKLOG: it
+    depends on timing) changes nothing: all left to the analysis, and none, give the same tracks and crops."""
+    import otio_lipsync.footage as footage
+
+    def crops_and_boxes(backlog):
+        monkeypatch.setattr(footage, "PREVIEW_BACKLOG", backlog)
+        s = FootageScan(str(clip("synced_hdtf_katie_hill_01.mp4")), detector=detector, duration_s=3)
+        crops = [(e.frame, e.crop) for kind, data in s if kind == "crops" for e in data]
+        return crops, [(t.frames, np.stack(t.boxes)) for t in s.kept_tracks()]
+
+    (crops_left, tracks_left), (crops_own, tracks_own) = crops_and_boxes(10**9), crops_and_boxes(-1)
+    assert len(crops_left) == len(crops_own) >= 50 and tracks_left
+    for (f1, c1), (f2, c2) in zip(crops_left, crops_own):
+        assert f1 == f2
+        np.testing.assert_array_equal(c1, c2)
+    for (frames1, boxes1), (frames2, boxes2) in zip(tracks_left, tracks_own, strict=True):
+        assert frames1 == frames2
+        np.testing.assert_array_equal(boxes1, boxes2)
+
+
 @pytest.fixture(scope="module")
 def katie_hill_checked(stand_in_path, tmp_path_factory):
     """One raw-footage `check --json --annotate` of katie_hill (8 s, one face): the report and the review
