@@ -97,7 +97,8 @@ class Calibration:
 
     def probability(self, ev: dict) -> float:
         x = (np.array([ev[f] for f in self.features]) - np.array(self.mean)) / np.array(self.scale)
-        return float(1.0 / (1.0 + np.exp(-(x @ np.array(self.coef) + self.intercept))))
+        with np.errstate(over="ignore"):  # a far-out clip: exp overflows to inf and the probability is 0, as it should
+            return float(1.0 / (1.0 + np.exp(-(x @ np.array(self.coef) + self.intercept))))
 
     def to_dict(self) -> dict:
         return asdict(self)
