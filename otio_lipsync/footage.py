@@ -34,6 +34,10 @@ PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeF
 # and has time to spare (22 s of 1080p25, 6 alternating rounds: wall median 2.05 -> 1.92 s; 2 or 8 even; deferring
 # only while the analysis waits gained a third as much). The same pixels: the same swscale call on the same frame
 PREVIEW_BACKLOG = 4
+# the other way round, where decoding is light (720p and smaller: the analysis is the slower side and the decoding
+# thread waits on a full queue): when more than this many chunks wait, the decoding thread also runs the detector,
+# a copy of it, on the frames due a detection (FaceDetector.twin). The same model on the same preview: the same faces
+DETECT_BACKLOG = 8
 
 
 @dataclass
@@ -130,6 +134,7 @@ class FootageScan:
         self._small_until = -1  # small-face (tiled) detection runs up to this frame
         self._small_boxes: list[np.ndarray] = []  # where tiles last found faces the whole frame missed
         self.tiled_frames = 0  # frames detected on tiles (cost, reported by the benchmark)
+        self.detected_ahead = 0  # frames whose faces the decoding thread found (DETECT_BACKLOG)
         self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
         self.track_scale = 1.0  # < 1: frames above TRACK_PIXELS are tracked scaled down by this
         self.decode_stats: dict | None = None  # media.decode's counts, once the scan is done
@@ -137,7 +142,7 @@ class FootageScan:
     def __iter__(self):
         out: dict = {}
         every = self.options.detect_every
-        previews = None
+        previews = found_ahead = None
         # frames decoded but not yet tracked: a frame's shot decision needs a few frames after it
         waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
         backlog = media.Backlog()
@@ -147,17 +152,24 @@ class FootageScan:
                 yield "audio", data
                 continue
             if kind == "preview":  # small RGB copies of the next video chunk, for shots and detection
-                previews = data
+                previews, found_ahead = data, None
+                continue
+            if kind == "detected":  # the next video chunk's faces, found by the decoding thread (DETECT_BACKLOG)
+                found_ahead = data
                 continue
             self._track_at(out.get("scale", 1.0))
-            for frame, small in zip(data, previews):
+            for i, (frame, small) in enumerate(zip(data, previews)):
                 if small is None:  # left to this thread by the decoder (PREVIEW_BACKLOG)
                     small = frame.preview(PREVIEW_PX)
                 index = self.num_frames
                 decided = self.shots.push(index, small)
                 detections = None
                 if index % every == 0 or self.shots.may_cut_at(index):  # a new shot's faces from its first frame
-                    detections = self.detector.detect(small)
+                    detections = found_ahead[i] if found_ahead is not None else None
+                    if detections is None:
+                        detections = self.detector.detect(small)
+                    else:
+                        self.detected_ahead += 1
                     scale = np.array([frame.shape[1] / small.shape[1], frame.shape[0] / small.shape[0]])
                     for d in detections:  # preview pixels -> source pixels
                         d.box = d.box * np.tile(scale, 2)
@@ -177,11 +189,35 @@ class FootageScan:
     def decoded(self, info_out: dict, backlog: media.Backlog | None = None):
         """The media.decode chunks this scan reads (the benchmark times them alone): frames stay in their YUV
         planes (media.Picture) where they can, so the tracker converts only its crops; huge frames come scaled.
-        backlog: the prefetch queue's, read by the decoder to leave previews to this thread (PREVIEW_BACKLOG)."""
+        backlog: the prefetch queue's, read by the decoder to leave previews to this thread (PREVIEW_BACKLOG), or to
+        detect faces itself (DETECT_BACKLOG)."""
         defer = None if backlog is None else (lambda: backlog.chunks <= PREVIEW_BACKLOG)
-        return media.decode(self.path, audio_stream=self.audio_stream, info_out=info_out, preview=PREVIEW_PX,
-                            channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
-                            threads=decoder_threads_for, max_pixels=TRACK_PIXELS, defer_preview=defer)
+        chunks = media.decode(self.path, audio_stream=self.audio_stream, info_out=info_out, preview=PREVIEW_PX,
+                              channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
+                              threads=decoder_threads_for, max_pixels=TRACK_PIXELS, defer_preview=defer)
+        twin = getattr(self.detector, "twin", None)
+        if backlog is None or twin is None:
+            return chunks
+        return self._detected_ahead(chunks, backlog, twin)
+
+    def _detected_ahead(self, chunks, backlog: media.Backlog, twin: Callable[[], FaceDetector]):
+        """`chunks`, and after a preview chunk ("detected", [detections or None per frame]) for its frames due a
+        detection (every `detect_every`-th), found here while more than DETECT_BACKLOG chunks wait for the
+        analysis. Runs in the decoding thread (media.prefetched iterates it there), with the detector's twin: one
+        runtime is not for two threads at once. Frames the analysis detects on a likely cut stay its own."""
+        every, index, detector = self.options.detect_every, 0, None
+        for kind, data in chunks:
+            yield kind, data
+            if kind == "video":
+                index += len(data)
+            elif kind == "preview" and backlog.chunks > DETECT_BACKLOG:
+                found = [None] * len(data)
+                for i, small in enumerate(data):
+                    if (index + i) % every == 0 and small is not None:
+                        detector = detector or twin()
+                        found[i] = detector.detect(small)
+                if any(f is not None for f in found):
+                    yield "detected", found
 
     def _track_at(self, scale: float) -> None:
         """Frames above TRACK_PIXELS come from the decoder scaled by `scale` (< 1): sizes the tracker judges are

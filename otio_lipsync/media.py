@@ -556,7 +556,7 @@ def _decode_open(path, container, info, fps, sample_rate, size, audio_stream, in
 
 
 def _nbytes(chunk) -> int:
-    return chunk.nbytes if hasattr(chunk, "nbytes") else sum(image.nbytes for image in chunk if image is not None)
+    return chunk.nbytes if hasattr(chunk, "nbytes") else sum(getattr(image, "nbytes", 0) for image in chunk)
 
 
 def _stack(images: list[np.ndarray]) -> np.ndarray:

@@ -225,6 +225,30 @@ def test_previews_the_decoder_leaves_to_the_analysis_give_the_same_tracks(detect
         np.testing.assert_array_equal(boxes1, boxes2)
 
 
+def test_faces_the_decoding_thread_finds_ahead_give_the_same_tracks(detector, monkeypatch):
+    """Where decoding is light the decoding thread also runs the detector (its twin) on the frames due a detection
+    (footage.DETECT_BACKLOG: it depends on timing): forced on for every such frame, and off, the tracks and crops
+    are the same, and the analysis detects only what the decoder did not."""
+    import otio_lipsync.footage as footage
+
+    def scanned(ahead):
+        monkeypatch.setattr(footage, "PREVIEW_BACKLOG", -1 if ahead else 10**9)  # detection needs the preview
+        monkeypatch.setattr(footage, "DETECT_BACKLOG", -1 if ahead else 10**9)
+        s = FootageScan(str(clip("synced_hdtf_katie_hill_01.mp4")), detector=detector, duration_s=3)
+        crops = [(e.frame, e.crop) for kind, data in s if kind == "crops" for e in data]
+        return s, crops, [(t.frames, np.stack(t.boxes)) for t in s.kept_tracks()]
+
+    (own, crops_own, tracks_own), (ahead, crops_ahead, tracks_ahead) = scanned(False), scanned(True)
+    assert own.detected_ahead == 0 and ahead.detected_ahead == (ahead.num_frames + 1) // 2  # every 2nd frame
+    assert len(crops_own) == len(crops_ahead) >= 50 and tracks_own
+    for (f1, c1), (f2, c2) in zip(crops_own, crops_ahead):
+        assert f1 == f2
+        np.testing.assert_array_equal(c1, c2)
+    for (frames1, boxes1), (frames2, boxes2) in zip(tracks_own, tracks_ahead, strict=True):
+        assert frames1 == frames2
+        np.testing.assert_array_equal(boxes1, boxes2)
+
+
 @pytest.fixture(scope="module")
 def katie_hill_checked(stand_in_path, tmp_path_factory):
     """One raw-footage `check --json --annotate` of katie_hill (8 s, one face): the report and the review

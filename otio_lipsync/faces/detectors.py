@@ -3,7 +3,9 @@
 A detector takes an RGB uint8 image (any size; `bgr=True`: BGR, flipped after any downscaling, which is
 cheaper than flipping a full frame) and returns `Detection`s in that image's pixels.
 Backends register in `DETECTORS`; `make_detector(name, **options)` builds one. Adding a third
-backend means one class with `name` and `detect`, and one line in `DETECTORS`.
+backend means one class with `name` and `detect`, and one line in `DETECTORS`. A backend may also offer
+`twin()`, a copy for a second thread: the raw-footage scan then lets its decoding thread detect too where
+decoding is light (footage.DETECT_BACKLOG); without it the analysis thread detects on every frame itself.
 
 - `blazeface` (default): MediaPipe's BlazeFace full-range model, run with ai-edge-litert (LiteRT). The
   .tflite file ships inside this package (faces/models, Apache-2.0, see NOTICE); nothing is downloaded
@@ -124,6 +126,15 @@ class BlazeFaceDetector:
         # a border around the image: faces that fill a face-centred frame (LRS2, VoxCeleb crops) score
         # ~0.4-0.6 without one and ~0.7-0.9 with it, since the model never saw faces cut by the edge
         self.margin = margin
+        self._options = dict(min_score=min_score, nms_threshold=nms_threshold, threads=threads, margin=margin)
+        self._twin: BlazeFaceDetector | None = None
+
+    def twin(self) -> BlazeFaceDetector:
+        """A second detector like this one, made once and kept, for a second thread (an interpreter is not for
+        two threads at once): the same model and options, so the same detections on the same image."""
+        if self._twin is None:
+            self._twin = BlazeFaceDetector(self.model_path, **self._options)
+        return self._twin
 
     def _letterbox(self, rgb: np.ndarray, bgr: bool = False):
         """Fit the longer side (plus the margin) to 192 keeping the aspect ratio, pad the rest
