@@ -35,9 +35,11 @@ PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeF
 # only while the analysis waits gained a third as much). The same pixels: the same swscale call on the same frame
 PREVIEW_BACKLOG = 4
 # the other way round, where decoding is light (720p and smaller: the analysis is the slower side and the decoding
-# thread waits on a full queue): when more than this many chunks wait, the decoding thread also runs the detector,
-# a copy of it, on the frames due a detection (FaceDetector.twin). The same model on the same preview: the same faces
-DETECT_BACKLOG = 8
+# thread waits on a full queue): while the queue is more than this share full, the decoding thread also runs the
+# detector, its twin, on the frames due a detection (22 s of 720p: 1.85 -> 1.52 s; 360p: 1.72 -> 1.21 s). A share
+# of the bytes, not a count of chunks, is the same lag at any frame size: at 1080p25, where decoding is the slower
+# side, a few chunks wait now and then and the decoder should not take work then. Same model, same preview: same faces
+DETECT_FILL = 0.5
 
 
 @dataclass
@@ -134,7 +136,7 @@ class FootageScan:
         self._small_until = -1  # small-face (tiled) detection runs up to this frame
         self._small_boxes: list[np.ndarray] = []  # where tiles last found faces the whole frame missed
         self.tiled_frames = 0  # frames detected on tiles (cost, reported by the benchmark)
-        self.detected_ahead = 0  # frames whose faces the decoding thread found (DETECT_BACKLOG)
+        self.detected_ahead = 0  # frames whose faces the decoding thread found (DETECT_FILL)
         self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
         self.track_scale = 1.0  # < 1: frames above TRACK_PIXELS are tracked scaled down by this
         self.decode_stats: dict | None = None  # media.decode's counts, once the scan is done
@@ -154,7 +156,7 @@ class FootageScan:
             if kind == "preview":  # small RGB copies of the next video chunk, for shots and detection
                 previews, found_ahead = data, None
                 continue
-            if kind == "detected":  # the next video chunk's faces, found by the decoding thread (DETECT_BACKLOG)
+            if kind == "detected":  # the next video chunk's faces, found by the decoding thread (DETECT_FILL)
                 found_ahead = data
                 continue
             self._track_at(out.get("scale", 1.0))
@@ -190,7 +192,7 @@ class FootageScan:
         """The media.decode chunks this scan reads (the benchmark times them alone): frames stay in their YUV
         planes (media.Picture) where they can, so the tracker converts only its crops; huge frames come scaled.
         backlog: the prefetch queue's, read by the decoder to leave previews to this thread (PREVIEW_BACKLOG), or to
-        detect faces itself (DETECT_BACKLOG)."""
+        detect faces itself (DETECT_FILL)."""
         defer = None if backlog is None else (lambda: backlog.chunks <= PREVIEW_BACKLOG)
         chunks = media.decode(self.path, audio_stream=self.audio_stream, info_out=info_out, preview=PREVIEW_PX,
                               channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
@@ -202,15 +204,15 @@ class FootageScan:
 
     def _detected_ahead(self, chunks, backlog: media.Backlog, twin: Callable[[], FaceDetector]):
         """`chunks`, and after a preview chunk ("detected", [detections or None per frame]) for its frames due a
-        detection (every `detect_every`-th), found here while more than DETECT_BACKLOG chunks wait for the
-        analysis. Runs in the decoding thread (media.prefetched iterates it there), with the detector's twin: one
+        detection (every `detect_every`-th), found here while the queue to the analysis is more than DETECT_FILL
+        full. Runs in the decoding thread (media.prefetched iterates it there), with the detector's twin: one
         runtime is not for two threads at once. Frames the analysis detects on a likely cut stay its own."""
         every, index, detector = self.options.detect_every, 0, None
         for kind, data in chunks:
             yield kind, data
             if kind == "video":
                 index += len(data)
-            elif kind == "preview" and backlog.chunks > DETECT_BACKLOG:
+            elif kind == "preview" and backlog.filled() > DETECT_FILL:
                 found = [None] * len(data)
                 for i, small in enumerate(data):
                     if (index + i) % every == 0 and small is not None:

@@ -227,13 +227,13 @@ def test_previews_the_decoder_leaves_to_the_analysis_give_the_same_tracks(detect
 
 def test_faces_the_decoding_thread_finds_ahead_give_the_same_tracks(detector, monkeypatch):
     """Where decoding is light the decoding thread also runs the detector (its twin) on the frames due a detection
-    (footage.DETECT_BACKLOG: it depends on timing): forced on for every such frame, and off, the tracks and crops
+    (footage.DETECT_FILL: it depends on timing): forced on for every such frame, and off, the tracks and crops
     are the same, and the analysis detects only what the decoder did not."""
     import otio_lipsync.footage as footage
 
     def scanned(ahead):
         monkeypatch.setattr(footage, "PREVIEW_BACKLOG", -1 if ahead else 10**9)  # detection needs the preview
-        monkeypatch.setattr(footage, "DETECT_BACKLOG", -1 if ahead else 10**9)
+        monkeypatch.setattr(footage, "DETECT_FILL", -1 if ahead else 10**9)
         s = FootageScan(str(clip("synced_hdtf_katie_hill_01.mp4")), detector=detector, duration_s=3)
         crops = [(e.frame, e.crop) for kind, data in s if kind == "crops" for e in data]
         return s, crops, [(t.frames, np.stack(t.boxes)) for t in s.kept_tracks()]
