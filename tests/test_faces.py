@@ -204,49 +204,44 @@ def test_crops_leave_as_soon_as_their_geometry_is_final_and_equal_the_whole_trac
     assert max(held.values()) <= TrackOptions().held_frames  # missed detections still keep the look-ahead
 
 
+def _katie_hill_scanned(detector, monkeypatch, **footage_settings):
+    """3 s of katie_hill through FootageScan with footage's module settings set -> (scan, its crops, its tracks)."""
+    import otio_lipsync.footage as footage
+
+    for name, value in footage_settings.items():
+        monkeypatch.setattr(footage, name, value)
+    s = FootageScan(str(clip("synced_hdtf_katie_hill_01.mp4")), detector=detector, duration_s=3)
+    crops = [(e.frame, e.crop) for kind, data in s if kind == "crops" for e in data]
+    return s, crops, [(t.frames, np.stack(t.boxes)) for t in s.kept_tracks()]
+
+
+def _assert_same_crops_and_tracks(one, other):
+    (_, crops1, tracks1), (_, crops2, tracks2) = one, other
+    assert len(crops1) == len(crops2) >= 50 and tracks1
+    for (f1, c1), (f2, c2) in zip(crops1, crops2):
+        assert f1 == f2
+        np.testing.assert_array_equal(c1, c2)
+    for (frames1, boxes1), (frames2, boxes2) in zip(tracks1, tracks2, strict=True):
+        assert frames1 == frames2
+        np.testing.assert_array_equal(boxes1, boxes2)
+
+
 def test_previews_the_decoder_leaves_to_the_analysis_give_the_same_tracks(detector, monkeypatch):
     """Whether the decoding thread or the analysis thread makes a frame's preview (footage.PREVIEW_BACKLOG: it
     depends on timing) changes nothing: all left to the analysis, and none, give the same tracks and crops."""
-    import otio_lipsync.footage as footage
-
-    def crops_and_boxes(backlog):
-        monkeypatch.setattr(footage, "PREVIEW_BACKLOG", backlog)
-        s = FootageScan(str(clip("synced_hdtf_katie_hill_01.mp4")), detector=detector, duration_s=3)
-        crops = [(e.frame, e.crop) for kind, data in s if kind == "crops" for e in data]
-        return crops, [(t.frames, np.stack(t.boxes)) for t in s.kept_tracks()]
-
-    (crops_left, tracks_left), (crops_own, tracks_own) = crops_and_boxes(10**9), crops_and_boxes(-1)
-    assert len(crops_left) == len(crops_own) >= 50 and tracks_left
-    for (f1, c1), (f2, c2) in zip(crops_left, crops_own):
-        assert f1 == f2
-        np.testing.assert_array_equal(c1, c2)
-    for (frames1, boxes1), (frames2, boxes2) in zip(tracks_left, tracks_own, strict=True):
-        assert frames1 == frames2
-        np.testing.assert_array_equal(boxes1, boxes2)
+    _assert_same_crops_and_tracks(_katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=10**9),
+                                  _katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=-1))
 
 
 def test_faces_the_decoding_thread_finds_ahead_give_the_same_tracks(detector, monkeypatch):
     """Where decoding is light the decoding thread also runs the detector (its twin) on the frames due a detection
     (footage.DETECT_FILL: it depends on timing): forced on for every such frame, and off, the tracks and crops
     are the same, and the analysis detects only what the decoder did not."""
-    import otio_lipsync.footage as footage
-
-    def scanned(ahead):
-        monkeypatch.setattr(footage, "PREVIEW_BACKLOG", -1 if ahead else 10**9)  # detection needs the preview
-        monkeypatch.setattr(footage, "DETECT_FILL", -1 if ahead else 10**9)
-        s = FootageScan(str(clip("synced_hdtf_katie_hill_01.mp4")), detector=detector, duration_s=3)
-        crops = [(e.frame, e.crop) for kind, data in s if kind == "crops" for e in data]
-        return s, crops, [(t.frames, np.stack(t.boxes)) for t in s.kept_tracks()]
-
-    (own, crops_own, tracks_own), (ahead, crops_ahead, tracks_ahead) = scanned(False), scanned(True)
-    assert own.detected_ahead == 0 and ahead.detected_ahead == (ahead.num_frames + 1) // 2  # every 2nd frame
-    assert len(crops_own) == len(crops_ahead) >= 50 and tracks_own
-    for (f1, c1), (f2, c2) in zip(crops_own, crops_ahead):
-        assert f1 == f2
-        np.testing.assert_array_equal(c1, c2)
-    for (frames1, boxes1), (frames2, boxes2) in zip(tracks_own, tracks_ahead, strict=True):
-        assert frames1 == frames2
-        np.testing.assert_array_equal(boxes1, boxes2)
+    own = _katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=10**9, DETECT_FILL=10**9)
+    # the decoding thread detects on previews it makes itself: all of them here
+    ahead = _katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=-1, DETECT_FILL=-1)
+    assert own[0].detected_ahead == 0 and ahead[0].detected_ahead == (ahead[0].num_frames + 1) // 2  # every 2nd
+    _assert_same_crops_and_tracks(own, ahead)
 
 
 @pytest.fixture(scope="module")
