@@ -35,11 +35,12 @@ PREVIEW_PX = 320  # longer side of the frames shots and the detector see (BlazeF
 # only while the analysis waits gained a third as much). The same pixels: the same swscale call on the same frame
 PREVIEW_BACKLOG = 4
 # the other way round, where decoding is light (720p and smaller: the analysis is the slower side and the decoding
-# thread waits on a full queue): while the queue is more than this share full, the decoding thread also runs the
-# detector, its twin, on the frames due a detection (22 s of 720p: 1.85 -> 1.52 s; 360p: 1.72 -> 1.21 s). A share
-# of the bytes, not a count of chunks, is the same lag at any frame size: at 1080p25, where decoding is the slower
-# side, a few chunks wait now and then and the decoder should not take work then. Same model, same preview: same faces
-DETECT_FILL = 0.5
+# thread waits on a full queue): while the analysis is more than this many frames behind, the decoding thread also
+# runs the detector, its twin, on the frames due a detection (22 s of 720p: 1.85 -> 1.45 s, 360p: 1.72 -> 1.16 s).
+# Frames, not chunks: small frames go out 25 to a chunk. At 1080p25, where decoding is the slower side, the analysis
+# falls this far behind only now and then (0-2 of 557 frames), and catches up on its own. Same model and preview:
+# the same faces
+DETECT_LAG = 12
 
 
 @dataclass
@@ -136,7 +137,7 @@ class FootageScan:
         self._small_until = -1  # small-face (tiled) detection runs up to this frame
         self._small_boxes: list[np.ndarray] = []  # where tiles last found faces the whole frame missed
         self.tiled_frames = 0  # frames detected on tiles (cost, reported by the benchmark)
-        self.detected_ahead = 0  # frames whose faces the decoding thread found (DETECT_FILL)
+        self.detected_ahead = 0  # frames whose faces the decoding thread found (DETECT_LAG)
         self.tracked_frames = 0  # frames handed to the tracker (a few behind: see _track)
         self.track_scale = 1.0  # < 1: frames above TRACK_PIXELS are tracked scaled down by this
         self.decode_stats: dict | None = None  # media.decode's counts, once the scan is done
@@ -156,7 +157,7 @@ class FootageScan:
             if kind == "preview":  # small RGB copies of the next video chunk, for shots and detection
                 previews, found_ahead = data, None
                 continue
-            if kind == "detected":  # the next video chunk's faces, found by the decoding thread (DETECT_FILL)
+            if kind == "detected":  # the next video chunk's faces, found by the decoding thread (DETECT_LAG)
                 found_ahead = data
                 continue
             self._track_at(out.get("scale", 1.0))
@@ -191,8 +192,9 @@ class FootageScan:
     def decoded(self, info_out: dict, backlog: media.Backlog | None = None):
         """The media.decode chunks this scan reads (the benchmark times them alone): frames stay in their YUV
         planes (media.Picture) where they can, so the tracker converts only its crops; huge frames come scaled.
-        backlog: the prefetch queue's, read by the decoder to leave previews to this thread (PREVIEW_BACKLOG), or to
-        detect faces itself (DETECT_FILL)."""
+        backlog: the prefetch queue's, read by the decoder to leave previews to this thread (PREVIEW_BACKLOG); with
+        it the chunks come from a decoding thread of their own, which also detects faces while the analysis lags
+        (DETECT_LAG)."""
         defer = None if backlog is None else (lambda: backlog.chunks <= PREVIEW_BACKLOG)
         chunks = media.decode(self.path, audio_stream=self.audio_stream, info_out=info_out, preview=PREVIEW_PX,
                               channel=self.channel, start_s=self.start_s, duration_s=self.duration_s, pictures=True,
@@ -200,19 +202,19 @@ class FootageScan:
         twin = getattr(self.detector, "twin", None)
         if backlog is None or twin is None:
             return chunks
-        return self._detected_ahead(chunks, backlog, twin)
+        return self._detected_ahead(chunks, twin)
 
-    def _detected_ahead(self, chunks, backlog: media.Backlog, twin: Callable[[], FaceDetector]):
+    def _detected_ahead(self, chunks, twin: Callable[[], FaceDetector]):
         """`chunks`, and after a preview chunk ("detected", [detections or None per frame]) for its frames due a
-        detection (every `detect_every`-th), found here while the queue to the analysis is more than DETECT_FILL
-        full. Runs in the decoding thread (media.prefetched iterates it there), with the detector's twin: one
+        detection (every `detect_every`-th), found here while the analysis is more than DETECT_LAG frames behind.
+        Runs in the decoding thread (media.prefetched iterates it there), with the detector's twin: one
         runtime is not for two threads at once. Frames the analysis detects on a likely cut stay its own."""
         every, index, detector = self.options.detect_every, 0, None
         for kind, data in chunks:
             yield kind, data
             if kind == "video":
                 index += len(data)
-            elif kind == "preview" and backlog.filled() > DETECT_FILL:
+            elif kind == "preview" and index - self.num_frames > DETECT_LAG:  # num_frames: the analysis's count
                 found = [None] * len(data)
                 for i, small in enumerate(data):
                     if (index + i) % every == 0 and small is not None:

@@ -604,18 +604,12 @@ PREFETCH_BYTES = 64 * 2**20
 
 
 class Backlog:
-    """What `prefetched` holds for its consumer, read by the decoding thread (`decode(defer_preview=)`, the
-    faces scan): `chunks`, and `bytes` of at most `capacity`."""
+    """How many chunks `prefetched` holds for its consumer, read by the decoding thread (`decode(defer_preview=)`)."""
 
-    __slots__ = ("chunks", "bytes", "capacity")
+    __slots__ = ("chunks",)
 
     def __init__(self):
-        self.chunks = self.bytes = 0
-        self.capacity = PREFETCH_BYTES
-
-    def filled(self) -> float:
-        """The share of the capacity in use (0-1; above 1 only for a single chunk over the bound)."""
-        return self.bytes / self.capacity
+        self.chunks = 0
 
 
 def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFETCH_BYTES,
@@ -641,7 +635,7 @@ def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFET
                     waiting.append(item)
                     state["bytes"] += size
                     if backlog is not None:
-                        backlog.chunks, backlog.bytes = len(waiting), state["bytes"]
+                        backlog.chunks = len(waiting)
                     lock.notify_all()
         except BaseException as exc:  # handed to the consumer, raised there
             with lock:
@@ -654,8 +648,6 @@ def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFET
             waiting.append(done)
             lock.notify_all()
 
-    if backlog is not None:
-        backlog.capacity = max_bytes
     thread = threading.Thread(target=produce, name="lipsync-decode", daemon=True)
     thread.start()
     try:
@@ -663,10 +655,10 @@ def prefetched(chunks: Iterator[tuple[str, np.ndarray]], max_bytes: int = PREFET
             with lock:
                 lock.wait_for(lambda: bool(waiting))
                 item = waiting.popleft()
+                if backlog is not None:
+                    backlog.chunks = len(waiting)
                 if isinstance(item, tuple):
                     state["bytes"] -= _nbytes(item[1])
-                if backlog is not None:
-                    backlog.chunks, backlog.bytes = len(waiting), state["bytes"]
                 lock.notify_all()
             if item is done:
                 return

@@ -235,11 +235,11 @@ def test_previews_the_decoder_leaves_to_the_analysis_give_the_same_tracks(detect
 
 def test_faces_the_decoding_thread_finds_ahead_give_the_same_tracks(detector, monkeypatch):
     """Where decoding is light the decoding thread also runs the detector (its twin) on the frames due a detection
-    (footage.DETECT_FILL: it depends on timing): forced on for every such frame, and off, the tracks and crops
+    (footage.DETECT_LAG: it depends on timing): forced on for every such frame, and off, the tracks and crops
     are the same, and the analysis detects only what the decoder did not."""
-    own = _katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=10**9, DETECT_FILL=10**9)
+    own = _katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=10**9, DETECT_LAG=10**9)
     # the decoding thread detects on previews it makes itself: all of them here
-    ahead = _katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=-1, DETECT_FILL=-1)
+    ahead = _katie_hill_scanned(detector, monkeypatch, PREVIEW_BACKLOG=-1, DETECT_LAG=-1)
     assert own[0].detected_ahead == 0 and ahead[0].detected_ahead == (ahead[0].num_frames + 1) // 2  # every 2nd
     _assert_same_crops_and_tracks(own, ahead)
 

@@ -61,28 +61,6 @@ def test_prefetched_holds_at_most_max_bytes_ahead():
     assert len(list(it)) == 19
 
 
-def test_the_backlog_tells_the_decoding_thread_how_full_the_queue_is():
-    """The faces scan's decoding thread reads the queue's fill (media.Backlog) to take work off a lagging analysis
-    (footage.DETECT_FILL): seen from the producer, it counts what waits and never passes the bound."""
-    backlog, seen = media.Backlog(), []
-
-    def chunks():
-        for _ in range(20):
-            seen.append((backlog.chunks, backlog.bytes, backlog.filled()))
-            yield "audio", np.zeros(100, np.uint8)
-
-    it = media.prefetched(chunks(), max_bytes=400, backlog=backlog)
-    next(it)
-    for _ in range(100):  # the consumer lags: the producer fills the queue up to the bound, and waits
-        if backlog.bytes == 400:
-            break
-        threading.Event().wait(0.05)
-    assert backlog.capacity == 400 and backlog.chunks == 4 and backlog.filled() == 1.0
-    assert len(list(it)) == 19
-    assert all(0 <= bytes_ <= 400 and bytes_ % 100 == 0 for _, bytes_, _ in seen)
-    assert max(filled for *_, filled in seen) >= 0.75 and backlog.bytes == 0 and backlog.chunks == 0
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are set on Linux only")
 def test_decoding_runs_at_a_lower_priority_than_the_analysis_and_leaves_it_alone():
     """The consumer is the pipeline's slower side: the decoding thread (and FFmpeg's frame threads, started from

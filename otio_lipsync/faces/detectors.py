@@ -5,7 +5,7 @@ cheaper than flipping a full frame) and returns `Detection`s in that image's pix
 Backends register in `DETECTORS`; `make_detector(name, **options)` builds one. Adding a third
 backend means one class with `name` and `detect`, and one line in `DETECTORS`. A backend may also offer
 `twin()`, a copy for a second thread: the raw-footage scan then lets its decoding thread detect too where
-decoding is light (footage.DETECT_FILL); without it the analysis thread detects on every frame itself.
+decoding is light (footage.DETECT_LAG); without it the analysis thread detects on every frame itself.
 
 - `blazeface` (default): MediaPipe's BlazeFace full-range model, run with ai-edge-litert (LiteRT). The
   .tflite file ships inside this package (faces/models, Apache-2.0, see NOTICE); nothing is downloaded
