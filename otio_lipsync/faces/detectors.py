@@ -126,14 +126,15 @@ class BlazeFaceDetector:
         # a border around the image: faces that fill a face-centred frame (LRS2, VoxCeleb crops) score
         # ~0.4-0.6 without one and ~0.7-0.9 with it, since the model never saw faces cut by the edge
         self.margin = margin
-        self._options = dict(min_score=min_score, nms_threshold=nms_threshold, threads=threads, margin=margin)
+        self.threads = threads
         self._twin: BlazeFaceDetector | None = None
 
     def twin(self) -> BlazeFaceDetector:
         """A second detector like this one, made once and kept, for a second thread (an interpreter is not for
         two threads at once): the same model and options, so the same detections on the same image."""
         if self._twin is None:
-            self._twin = BlazeFaceDetector(self.model_path, **self._options)
+            self._twin = BlazeFaceDetector(self.model_path, min_score=self.min_score, nms_threshold=self.nms_threshold,
+                                           threads=self.threads, margin=self.margin)
         return self._twin
 
     def _letterbox(self, rgb: np.ndarray, bgr: bool = False):
