@@ -144,7 +144,6 @@ class FootageScan:
 
     def __iter__(self):
         out: dict = {}
-        every = self.options.detect_every
         previews = found_ahead = None
         # frames decoded but not yet tracked: a frame's shot decision needs a few frames after it
         waiting: deque[tuple[int, np.ndarray, list | None]] = deque()
@@ -167,7 +166,7 @@ class FootageScan:
                 index = self.num_frames
                 decided = self.shots.push(index, small)
                 detections = None
-                if index % every == 0 or self.shots.may_cut_at(index):  # a new shot's faces from its first frame
+                if self._due(index) or self.shots.may_cut_at(index):  # a new shot's faces from its first frame
                     detections = found_ahead[i] if found_ahead is not None else None
                     if detections is None:
                         detections = self.detector.detect(small)
@@ -209,7 +208,7 @@ class FootageScan:
         detection (every `detect_every`-th), found here while the analysis is more than DETECT_LAG frames behind.
         Runs in the decoding thread (media.prefetched iterates it there), with the detector's twin: one
         runtime is not for two threads at once. Frames the analysis detects on a likely cut stay its own."""
-        every, index, detector = self.options.detect_every, 0, None
+        index, detector = 0, None
         for kind, data in chunks:
             yield kind, data
             if kind == "video":
@@ -217,11 +216,15 @@ class FootageScan:
             elif kind == "preview" and index - self.num_frames > DETECT_LAG:  # num_frames: the analysis's count
                 found = [None] * len(data)
                 for i, small in enumerate(data):
-                    if (index + i) % every == 0 and small is not None:
+                    if self._due(index + i) and small is not None:
                         detector = detector or twin()
                         found[i] = detector.detect(small)
                 if any(f is not None for f in found):
                     yield "detected", found
+
+    def _due(self, index: int) -> bool:
+        """Whether frame `index` is due a detection by the cadence (FootageOptions.detect_every)."""
+        return index % self.options.detect_every == 0
 
     def _track_at(self, scale: float) -> None:
         """Frames above TRACK_PIXELS come from the decoder scaled by `scale` (< 1): sizes the tracker judges are
