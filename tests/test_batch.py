@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from otio_lipsync.outputs import TEMP_PREFIX
+
 from .conftest import REPO, SHARED, clip, junk_bytes, need, run_ffmpeg
 
 GRID = SHARED / "data" / "grid_s1" / "video"
@@ -51,8 +53,14 @@ def read_results(results_dir: Path) -> list[dict]:
 
 
 def no_temp_files(results_dir: Path) -> None:
-    left = [p for p in results_dir.rglob("*") if p.name.startswith(".lipsync-")]
+    left = [p for p in results_dir.rglob("*") if p.name.startswith(TEMP_PREFIX)]
     assert not left, left
+
+
+def item_files(results_dir: Path) -> list[Path]:
+    """The per-item result files, not a temp file a kill -9 left mid-write (pathlib's "*" matches dotfiles too;
+    batch reads items/<key>.json only, and the next run sweeps the temp file)."""
+    return [p for p in (results_dir / "items").glob("*.json") if not p.name.startswith(TEMP_PREFIX)]
 
 
 # a folder's worth of clips: two workers each get several, one clip's --exclude and three broken files beside
@@ -170,15 +178,15 @@ def test_killed_driver_resumes_without_duplicates_or_losses(tmp_path, sig):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "items").glob("*.json"))) < 5:
+    while time.time() < deadline and len(item_files(out)) < 5:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.05)
     os.killpg(proc.pid, sig)  # the driver and its pool, as a Ctrl-C or a kill -9 of the job would
     proc.wait(60)
     proc.stderr.close()
-    kept = {p.stem for p in (out / "items").glob("*.json")}
+    kept = {p.stem for p in item_files(out)}
     assert 5 <= len(kept) < len(clips)
-    for p in (out / "items").glob("*.json"):
+    for p in item_files(out):
         json.loads(p.read_text())  # every file there is complete
     runs_before = (out / "runs.jsonl").read_text().splitlines()
     again = cli(*args)
@@ -187,7 +195,7 @@ def test_killed_driver_resumes_without_duplicates_or_losses(tmp_path, sig):
     results = read_results(out)
     assert sorted(Path(r["file"]).name for r in results) == sorted(c.name for c in clips)
     assert len({r["key"] for r in results}) == len(clips) and all(r["status"] == "ok" for r in results)
-    assert {p.stem for p in (out / "items").glob("*.json")} == {r["key"] for r in results}
+    assert {p.stem for p in item_files(out)} == {r["key"] for r in results}
     redone = [json.loads(line)["key"] for line in (out / "runs.jsonl").read_text().splitlines()[len(runs_before):]]
     assert not set(redone) & kept and len(redone) == len(set(redone)) == len(clips) - len(kept)  # nothing computed twice
     no_temp_files(out)
