@@ -118,6 +118,62 @@ def golden_int8(loaded, engine) -> dict:
     return table
 
 
+def multiply_adds(net) -> dict:
+    """Multiply-adds of one window through each tower of the reference network, counted from the layers' own
+    shapes while one window runs (a conv: each output element takes in_channels/groups x kernel volume)."""
+    counts = {"lip": 0, "audio": 0}
+
+    def counter(tower):
+        def hook(module, inputs, output):
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
+                per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+                counts[tower] += output.numel() * per_output
+            elif isinstance(module, torch.nn.Linear):
+                counts[tower] += output.numel() * module.in_features
+        return hook
+
+    handles = [m.register_forward_hook(counter(tower))
+               for tower, parts in (("lip", (net.netcnnlip, net.netfclip)), ("audio", (net.netcnnaud, net.netfcaud)))
+               for part in parts for m in part.modules()]
+    try:
+        with torch.inference_mode():
+            net.eval()
+            net.forward_lip(torch.zeros(1, 3, 5, 224, 224))
+            net.forward_aud(torch.zeros(1, 1, 13, 20))
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
+def float32_ceiling(loaded, reference_windows_per_s: float, frames: int = 24, repeats: int = 5) -> dict:
+    """How far float32 arithmetic can go on this CPU: the lip tower alone, laid out as SyncEngine runs it
+    (FastSyncNet, channels-last), in GFLOP/s, beside the fastest of a few large convolutions oneDNN runs here. The
+    goal's 3x needs the lip tower alone at 3x the reference loop's windows/s, before audio, features and distances."""
+    from otio_lipsync.model import FastSyncNet
+
+    macs = multiply_adds(loaded.net)
+    fast = FastSyncNet(loaded.net).channels_last()
+    run = torch.rand(1, 3, frames, 224, 224) * 255
+    with torch.inference_mode():
+        fast.forward_lip_sequence(run)  # oneDNN builds its kernels on first use
+        seconds = best_time(repeats, lambda: fast.forward_lip_sequence(run))
+    lip_windows_per_s = (frames - 4) / seconds
+    best_conv = 0.0
+    for cin, cout, k, side, n in [(256, 256, 3, 28, 16), (512, 512, 1, 56, 8), (1024, 1024, 1, 28, 8)]:
+        conv = torch.nn.Conv2d(cin, cout, k, padding=k // 2).eval().to(memory_format=torch.channels_last)
+        x = torch.randn(n, cin, side, side).to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            conv(x)
+            t = best_time(repeats, lambda: conv(x))
+        best_conv = max(best_conv, 2 * n * side * side * cout * cin * k * k / t / 1e9)
+    lip_flop = 2 * macs["lip"]
+    return {"lip_gflop_per_window": lip_flop / 1e9, "audio_gflop_per_window": 2 * macs["audio"] / 1e9,
+            "lip_tower_windows_per_s": lip_windows_per_s, "lip_tower_gflops": lip_windows_per_s * lip_flop / 1e9,
+            "best_conv_gflops": best_conv,
+            "gflops_needed_for_3x": 3 * reference_windows_per_s * lip_flop / 1e9}
+
+
 def best_of(n, fn):
     runs = [fn() for _ in range(n)]
     return min(runs, key=lambda r: r["seconds"]), [r["seconds"] for r in runs]
@@ -242,6 +298,7 @@ def main():
             "speedup": ref_best["seconds"] / best["seconds"], "offset_equal": best["offset"] == ref_best["offset"],
             "conf": best["conf"], "dist_rel_diff_median": float(np.median(rel)), "dist_rel_diff_max": float(rel.max())}
     results["syncnet_stage"] = stage
+    results["float32_ceiling"] = float32_ceiling(loaded, stage["reference_style"]["windows_per_s"])
     if not args.skip_golden:
         results["golden_int8"] = golden_int8(loaded, engine)
 
@@ -300,6 +357,13 @@ def markdown(r: dict) -> str:
     lines += ["", f"float32 and the reference agree on the offset and within {s['max_relative_dist_difference']:.1e} "
               f"relative on every distance (best of {len(s['reference_style']['runs_s'])} runs each).",
               f"Whole file (decode + features + SyncNet, model loaded): {r['whole_file']['x_realtime']:.2f}x real time."]
+    if "float32_ceiling" in r:
+        c = r["float32_ceiling"]
+        lines += ["", f"float32's ceiling: a window is {c['lip_gflop_per_window']:.2f} GFLOP in the lip tower "
+                  f"({c['audio_gflop_per_window']:.2f} in the audio tower). The lip tower alone, as SyncEngine runs it, "
+                  f"does {c['lip_tower_windows_per_s']:.0f} windows/s = {c['lip_tower_gflops']:.0f} GFLOP/s; the "
+                  f"fastest large convolution on this CPU ran {c['best_conv_gflops']:.0f} GFLOP/s. 3x the reference "
+                  f"loop in float32 needs the lip tower alone at {c['gflops_needed_for_3x']:.0f} GFLOP/s."]
     if "golden_int8" in r:
         lines += ["", "int8 against float32 on the golden clips (our decoded frames, the reference's audio):", "",
                   "| clip | golden offset | float32 | int8 | confidence float32 -> int8 | distances, median / max relative change |",
