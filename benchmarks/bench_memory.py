@@ -4,7 +4,8 @@
 A real 720p single-speaker clip is scaled to 1080p25 and encoded once (~22 s); longer files are that encode
 looped with `-c copy` (no re-encode, so building a 1-hour file takes seconds). Each file is checked by a fresh
 `lipsync check` process (default model, its JSON written to a temporary file), whose peak RSS and wall time are
-recorded, and its heap sampled (`heap_sampled`: what the program holds against what malloc keeps mapped). Results go to benchmarks/results/memory_cpu.{json,md}.
+recorded, and its heap sampled (`heap_sampled`: what the program holds against what malloc keeps mapped).
+Results go to benchmarks/results/memory_cpu.{json,md}.
 
     python benchmarks/bench_memory.py                 # 1 min and 60 min (the 60 min run takes ~9 min on VM B)
     python benchmarks/bench_memory.py --minutes 1 10

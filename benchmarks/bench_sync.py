@@ -360,8 +360,8 @@ def markdown(r: dict) -> str:
     if "float32_ceiling" in r:
         c = r["float32_ceiling"]
         lines += ["", f"float32's ceiling: a window is {c['lip_gflop_per_window']:.2f} GFLOP in the lip tower "
-                  f"({c['audio_gflop_per_window']:.2f} in the audio tower). The lip tower alone, as SyncEngine runs it, "
-                  f"does {c['lip_tower_windows_per_s']:.0f} windows/s = {c['lip_tower_gflops']:.0f} GFLOP/s; the "
+                  f"({c['audio_gflop_per_window']:.2f} in the audio tower). The lip tower alone, as SyncEngine "
+                  f"runs it, does {c['lip_tower_windows_per_s']:.0f} windows/s = {c['lip_tower_gflops']:.0f} GFLOP/s; the "
                   f"fastest large convolution on this CPU ran {c['best_conv_gflops']:.0f} GFLOP/s. 3x the reference "
                   f"loop in float32 needs the lip tower alone at {c['gflops_needed_for_3x']:.0f} GFLOP/s."]
     if "golden_int8" in r:
